@@ -1,0 +1,148 @@
+//! Request bodies as Kong accepts them: JSON, or form-encoded with Kong's key syntax
+//! (`config.minute=5`, `paths[]=/a`, repeated keys), typed by the entity's schema.
+
+use axum::http::{header, HeaderMap};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// The parsed body and whether it came from a form (so its leaves still need typing).
+pub struct Input {
+    pub object: Map<String, Value>,
+    pub from_form: bool,
+}
+
+pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Input {
+            object: Map::new(),
+            from_form: false,
+        });
+    }
+    if mime == "application/json" || mime.ends_with("+json") || mime.is_empty() {
+        return match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(object)) => Ok(Input {
+                object,
+                from_form: false,
+            }),
+            Ok(_) => Err(ApiError::BadRequest(
+                "the JSON body must be an object".to_owned(),
+            )),
+            Err(_) if mime.is_empty() => Err(ApiError::UnsupportedMediaType(
+                "missing Content-Type: send application/json or application/x-www-form-urlencoded"
+                    .to_owned(),
+            )),
+            Err(_) => Err(ApiError::BadRequest("Cannot parse JSON body".to_owned())),
+        };
+    }
+    if mime == "application/x-www-form-urlencoded" {
+        return Ok(Input {
+            object: parse_form(bytes)?,
+            from_form: true,
+        });
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "Content-Type '{mime}' is not supported: send application/json or application/x-www-form-urlencoded"
+    )))
+}
+
+/// `a.b=1&c[]=x&c[]=y&d=1&d=2` → `{"a":{"b":"1"},"c":["x","y"],"d":["1","2"]}`.
+fn parse_form(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let mut root = Map::new();
+    for (key, value) in form_urlencoded::parse(bytes) {
+        let mut path: Vec<String> = Vec::new();
+        let mut is_array = false;
+        for segment in key.split('.') {
+            // `paths[]` and `paths[1]` both mean "an element of paths".
+            if let Some(open) = segment.find('[') {
+                if !segment.ends_with(']') {
+                    return Err(ApiError::BadRequest(format!("invalid form key '{key}'")));
+                }
+                path.push(segment[..open].to_owned());
+                is_array = true;
+            } else {
+                path.push(segment.to_owned());
+                is_array = false;
+            }
+        }
+        if path.iter().any(String::is_empty) {
+            return Err(ApiError::BadRequest(format!("invalid form key '{key}'")));
+        }
+        insert(
+            &mut root,
+            &path,
+            Value::String(value.into_owned()),
+            is_array,
+        )
+        .map_err(|()| ApiError::BadRequest(format!("conflicting form key '{key}'")))?;
+    }
+    Ok(root)
+}
+
+fn insert(
+    node: &mut Map<String, Value>,
+    path: &[String],
+    value: Value,
+    is_array: bool,
+) -> Result<(), ()> {
+    let (first, rest) = path.split_first().ok_or(())?;
+    if rest.is_empty() {
+        match node.get_mut(first) {
+            None if is_array => {
+                node.insert(first.clone(), Value::Array(vec![value]));
+            }
+            None => {
+                node.insert(first.clone(), value);
+            }
+            Some(Value::Array(items)) => items.push(value),
+            Some(existing @ Value::String(_)) => {
+                let previous = existing.take();
+                *existing = Value::Array(vec![previous, value]);
+            }
+            Some(_) => return Err(()),
+        }
+        return Ok(());
+    }
+    let child = node
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    match child {
+        Value::Object(child) => insert(child, rest, value, is_array),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn form_keys_follow_kong() {
+        let got = parse_form(
+            b"name=x&config.minute=5&paths[]=/a&paths[]=/b&tags=t1&tags=t2&headers.x-a=1",
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(got),
+            json!({
+                "name": "x",
+                "config": {"minute": "5"},
+                "paths": ["/a", "/b"],
+                "tags": ["t1", "t2"],
+                "headers": {"x-a": "1"}
+            })
+        );
+    }
+
+    #[test]
+    fn conflicting_form_keys_are_refused() {
+        assert!(parse_form(b"a=1&a.b=2").is_err());
+    }
+}

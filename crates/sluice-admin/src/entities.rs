@@ -1,0 +1,391 @@
+//! CRUD on services, routes, consumers and plugins, generic over the entity.
+//!
+//! Handlers stay thin: parse, mint ids and timestamps, validate through `sluice-model`, write
+//! through `sluice-store`. Nothing is written unless validation passed.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+use sluice_model::{Entity, EntityKind, Plugin, Route, Service};
+use sluice_store::{ListQuery, Stored, TagFilter, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use uuid::Uuid;
+
+use crate::body::{self, Input};
+use crate::error::ApiError;
+use crate::AdminState;
+
+type Params = Query<HashMap<String, String>>;
+
+// === collection handlers ===
+
+pub async fn list<E: Stored>(
+    State(state): State<AdminState>,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    list_scoped::<E>(&state, &params, None, &format!("/{}", E::KIND.collection())).await
+}
+
+pub async fn create<E: Stored>(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let input = body::parse(&headers, &bytes)?;
+    create_scoped::<E>(&state, input, None).await
+}
+
+// === item handlers ===
+
+pub async fn get<E: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let entity: E = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(render(&entity)))
+}
+
+/// Kong's upsert: the URL key (id or name) identifies the entity, the body replaces it whole.
+pub async fn put<E: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let Input {
+        mut object,
+        from_form,
+    } = body::parse(&headers, &bytes)?;
+    let existing: Option<E> = state.store().get(&key).await?;
+    let id = match (&existing, Uuid::parse_str(&key)) {
+        (Some(e), _) => e.id(),
+        (None, Ok(id)) => id,
+        (None, Err(_)) => Uuid::new_v4(),
+    };
+    if Uuid::parse_str(&key).is_err() {
+        if let Some(message) = sluice_model::validate::name_error(&key) {
+            let mut violation = sluice_model::SchemaViolation::default();
+            violation.field(E::KIND.endpoint_key(), message);
+            return Err(violation.into());
+        }
+        object.insert(E::KIND.endpoint_key().to_owned(), Value::from(key));
+    }
+    let now = now();
+    let created_at = existing.as_ref().map_or(now, Entity::created_at);
+    let entity: E = build(&state, object, from_form, id, created_at, now).await?;
+    state.store().upsert(&entity).await?;
+    Ok((StatusCode::OK, Json(render(&entity))).into_response())
+}
+
+/// Merges the body into the stored entity (records such as a plugin's `config` merge deeply,
+/// as in Kong) and validates the result whole.
+pub async fn patch<E: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let Input { object, from_form } = body::parse(&headers, &bytes)?;
+    let existing: E = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    let Value::Object(mut merged) = serde_json::to_value(&existing).unwrap_or_default() else {
+        return Err(ApiError::NotFound);
+    };
+    if object.contains_key("url") {
+        // The url shorthand replaces protocol, host, port and path together.
+        merged.remove("path");
+    }
+    let mut object = object;
+    if from_form {
+        // Type the patch alone first, so merge sees numbers and arrays, not strings.
+        let mut typed = Value::Object(std::mem::take(&mut object));
+        coerce(&state, E::KIND, &mut typed, merged.get("name"));
+        if let Value::Object(typed) = typed {
+            object = typed;
+        }
+    }
+    for (name, value) in object {
+        match (merged.get_mut(&name), value) {
+            (Some(Value::Object(current)), Value::Object(update)) => merge(current, update),
+            (_, value) => {
+                merged.insert(name, value);
+            }
+        }
+    }
+    let entity: E = build(
+        &state,
+        merged,
+        false,
+        existing.id(),
+        existing.created_at(),
+        now(),
+    )
+    .await?;
+    state.store().upsert(&entity).await?;
+    Ok((StatusCode::OK, Json(render(&entity))).into_response())
+}
+
+/// 204 whether or not the entity existed, as in Kong.
+pub async fn delete<E: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(entity) = state.store().get::<E>(&key).await? {
+        state.store().delete::<E>(entity.id()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === nested handlers: /services/{s}/routes, /{parent}/{p}/plugins ===
+
+pub async fn list_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    let parent: P = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    let (column, _) = scope_of(P::KIND);
+    let base = format!("/{}/{}/{}", P::KIND.collection(), key, C::KIND.collection());
+    list_scoped::<C>(&state, &params, Some((column, parent.id())), &base).await
+}
+
+pub async fn create_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let parent: P = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    let input = body::parse(&headers, &bytes)?;
+    let (_, field) = scope_of(P::KIND);
+    create_scoped::<C>(&state, input, Some((field, parent.id()))).await
+}
+
+/// `GET /routes/{r}/service`.
+pub async fn route_service(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let route: Route = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    let service_id = route.service.ok_or(ApiError::NotFound)?.id;
+    let service: Service = state
+        .store()
+        .get_by_id(service_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(render(&service)))
+}
+
+/// `GET /plugins/enabled`.
+pub async fn enabled_plugins(State(state): State<AdminState>) -> Json<Value> {
+    let names: Vec<&str> = state.schemas().plugins().map(|p| p.name.as_str()).collect();
+    Json(json!({ "enabled_plugins": names }))
+}
+
+// === shared ===
+
+fn scope_of(parent: EntityKind) -> (&'static str, &'static str) {
+    match parent {
+        EntityKind::Service => ("service_id", "service"),
+        EntityKind::Route => ("route_id", "route"),
+        EntityKind::Consumer => ("consumer_id", "consumer"),
+        EntityKind::Plugin => ("id", "id"),
+    }
+}
+
+async fn list_scoped<E: Stored>(
+    state: &AdminState,
+    params: &HashMap<String, String>,
+    scope: Option<(&'static str, Uuid)>,
+    base: &str,
+) -> Result<Json<Value>, ApiError> {
+    let size = match params.get("size") {
+        None => DEFAULT_PAGE_SIZE,
+        Some(size) => size
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (1..=MAX_PAGE_SIZE).contains(s))
+            .ok_or(ApiError::InvalidSize)?,
+    };
+    let tags = match params.get("tags").map(String::as_str) {
+        None | Some("") => TagFilter::None,
+        Some(tags) if tags.contains(',') && tags.contains('/') => {
+            return Err(ApiError::BadRequest(
+                "invalid option (tags: cannot mix 'and' (,) and 'or' (/) in one filter)".to_owned(),
+            ))
+        }
+        Some(tags) if tags.contains('/') => {
+            TagFilter::Any(tags.split('/').map(str::to_owned).collect())
+        }
+        Some(tags) => TagFilter::All(tags.split(',').map(str::to_owned).collect()),
+    };
+    let query = ListQuery {
+        size,
+        offset: params.get("offset").cloned(),
+        tags,
+        scope,
+    };
+    let page = state.store().list::<E>(&query).await?;
+    let data: Vec<Value> = page.data.iter().map(render).collect();
+    let mut out = Map::new();
+    out.insert("data".to_owned(), Value::Array(data));
+    match page.offset {
+        Some(offset) => {
+            let mut next = format!("{base}?offset={offset}");
+            if params.contains_key("size") {
+                next.push_str(&format!("&size={size}"));
+            }
+            if let Some(tags) = params.get("tags") {
+                let encoded: String = form_urlencoded::byte_serialize(tags.as_bytes()).collect();
+                next.push_str(&format!("&tags={encoded}"));
+            }
+            out.insert("offset".to_owned(), Value::String(offset));
+            out.insert("next".to_owned(), Value::String(next));
+        }
+        None => {
+            out.insert("next".to_owned(), Value::Null);
+        }
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+async fn create_scoped<E: Stored>(
+    state: &AdminState,
+    input: Input,
+    scope: Option<(&'static str, Uuid)>,
+) -> Result<Response, ApiError> {
+    let Input {
+        mut object,
+        from_form,
+    } = input;
+    if let Some((field, id)) = scope {
+        object.insert(field.to_owned(), json!({ "id": id }));
+    }
+    let id = match object.get("id") {
+        None | Some(Value::Null) => Uuid::new_v4(),
+        Some(Value::String(id)) => match Uuid::parse_str(id) {
+            Ok(id) => id,
+            Err(_) => {
+                let mut violation = sluice_model::SchemaViolation::default();
+                violation.field("id", "expected a valid UUID");
+                return Err(violation.into());
+            }
+        },
+        Some(_) => {
+            let mut violation = sluice_model::SchemaViolation::default();
+            violation.field("id", "expected a string");
+            return Err(violation.into());
+        }
+    };
+    let now = now();
+    let entity: E = build(state, object, from_form, id, now, now).await?;
+    state.store().insert(&entity).await?;
+    Ok((StatusCode::CREATED, Json(render(&entity))).into_response())
+}
+
+/// Fills the server-owned fields, types form input, resolves `{"name": ...}` foreign keys and
+/// validates. The returned entity is ready to store.
+async fn build<E: Stored>(
+    state: &AdminState,
+    mut object: Map<String, Value>,
+    from_form: bool,
+    id: Uuid,
+    created_at: i64,
+    updated_at: i64,
+) -> Result<E, ApiError> {
+    object.insert("id".to_owned(), Value::from(id.to_string()));
+    object.insert("created_at".to_owned(), Value::from(created_at));
+    object.insert("updated_at".to_owned(), Value::from(updated_at));
+    let mut value = Value::Object(object);
+    if from_form {
+        let name = value.get("name").cloned();
+        coerce(state, E::KIND, &mut value, name.as_ref());
+    }
+    let Value::Object(mut object) = value else {
+        unreachable!("built from an object")
+    };
+    resolve_foreign_names(state, &mut object).await?;
+    Ok(state.schemas().build::<E>(object)?)
+}
+
+/// Types form input with the entity's schema, and a plugin's `config` with its plugin schema.
+fn coerce(state: &AdminState, kind: EntityKind, value: &mut Value, plugin_name: Option<&Value>) {
+    state.schemas().entity(kind).coerce_form(value);
+    if kind == EntityKind::Plugin {
+        let plugin = plugin_name
+            .and_then(Value::as_str)
+            .and_then(|name| state.schemas().plugin(name));
+        if let (Some(plugin), Some(config)) = (plugin, value.get_mut("config")) {
+            plugin.schema.coerce_form(config);
+        }
+    }
+}
+
+/// Lets a foreign key name its target (`"service": {"name": "billing"}`), a convenience for
+/// people typing curl commands; stored references are always ids.
+async fn resolve_foreign_names(
+    state: &AdminState,
+    object: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    for (field, kind) in [
+        ("service", EntityKind::Service),
+        ("route", EntityKind::Route),
+        ("consumer", EntityKind::Consumer),
+    ] {
+        let Some(Value::Object(reference)) = object.get(field) else {
+            continue;
+        };
+        if reference.contains_key("id") {
+            continue;
+        }
+        let key_field = kind.endpoint_key();
+        let Some(name) = reference.get(key_field).and_then(Value::as_str) else {
+            continue;
+        };
+        let id = match kind {
+            EntityKind::Service => state.store().get::<Service>(name).await?.map(|e| e.id),
+            EntityKind::Route => state.store().get::<Route>(name).await?.map(|e| e.id),
+            EntityKind::Consumer => state
+                .store()
+                .get::<sluice_model::Consumer>(name)
+                .await?
+                .map(|e| e.id),
+            EntityKind::Plugin => state.store().get::<Plugin>(name).await?.map(|e| e.id),
+        };
+        let Some(id) = id else {
+            let mut violation = sluice_model::SchemaViolation::default();
+            violation.field(
+                &format!("{field}.{key_field}"),
+                format!("no {} named '{name}'", kind.singular()),
+            );
+            return Err(violation.into());
+        };
+        object.insert(field.to_owned(), json!({ "id": id }));
+    }
+    Ok(())
+}
+
+fn merge(current: &mut Map<String, Value>, update: Map<String, Value>) {
+    for (name, value) in update {
+        match (current.get_mut(&name), value) {
+            (Some(Value::Object(inner)), Value::Object(update)) => merge(inner, update),
+            (_, value) => {
+                current.insert(name, value);
+            }
+        }
+    }
+}
+
+fn render<E: Entity>(entity: &E) -> Value {
+    serde_json::to_value(entity).unwrap_or(Value::Null)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,124 @@
+//! The Admin API's one error type: every failure becomes Kong's JSON error shape, and internal
+//! failures are logged here and never described to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use sluice_model::SchemaViolation;
+use sluice_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Schema(#[from] SchemaViolation),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Not found")]
+    NotFound,
+    #[error("{0}")]
+    NotFoundMessage(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("size must be an integer between 1 and 1000")]
+    InvalidSize,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    OperationUnsupported(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, body) = match self {
+            ApiError::Schema(violation) => (
+                StatusCode::BAD_REQUEST,
+                kong_error(2, "schema violation", &message, violation.fields_json()),
+            ),
+            ApiError::Store(error) => return store_error(error),
+            ApiError::NotFound | ApiError::NotFoundMessage(_) => {
+                (StatusCode::NOT_FOUND, json!({ "message": message }))
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "message": message })),
+            ApiError::InvalidSize => (
+                StatusCode::BAD_REQUEST,
+                json!({"code": 9, "name": "invalid size", "message": message}),
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({ "message": message }),
+            ),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "message": message })),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "message": message }),
+            ),
+            ApiError::OperationUnsupported(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"code": 12, "name": "operation unsupported", "message": message}),
+            ),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn kong_error(code: u8, name: &str, message: &str, fields: Value) -> Value {
+    json!({ "code": code, "name": name, "message": message, "fields": fields })
+}
+
+fn store_error(error: StoreError) -> Response {
+    let message = error.to_string();
+    let (status, body) = match error {
+        StoreError::PrimaryKey { id } => (
+            StatusCode::CONFLICT,
+            kong_error(
+                3,
+                "primary key violation",
+                &format!("primary key violation on key '{{id=\"{id}\"}}'"),
+                json!({ "id": format!("already exists with value '{id}'") }),
+            ),
+        ),
+        StoreError::Unique { fields, .. } => (
+            StatusCode::CONFLICT,
+            kong_error(5, "unique constraint violation", &message, fields),
+        ),
+        StoreError::ForeignKey { field, id, .. } => (
+            StatusCode::BAD_REQUEST,
+            kong_error(
+                4,
+                "foreign key violation",
+                &message,
+                json!({ field: { "id": id } }),
+            ),
+        ),
+        StoreError::Referenced { referenced_by, .. } => (
+            StatusCode::BAD_REQUEST,
+            kong_error(
+                4,
+                "foreign key violation",
+                &message,
+                json!({ "@referenced_by": referenced_by }),
+            ),
+        ),
+        StoreError::InvalidOffset(_) => (
+            StatusCode::BAD_REQUEST,
+            json!({"code": 7, "name": "invalid offset", "message": message}),
+        ),
+        StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::UnsupportedDatabase(_)
+        | StoreError::Corrupt { .. } => {
+            tracing::error!(error = %message, "admin API request failed in the store");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": "An unexpected error occurred" }),
+            )
+        }
+    };
+    (status, Json(body)).into_response()
+}

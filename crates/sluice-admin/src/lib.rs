@@ -1,0 +1,210 @@
+//! Sluice's Admin API: Kong's REST interface to services, routes, consumers and plugins.
+//!
+//! [`router`] returns a plain `axum::Router`, so the binary serves it on a socket and tests can
+//! drive it without one. Every response, errors included, is in Kong's JSON shape.
+
+mod body;
+mod entities;
+mod error;
+mod info;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sluice_model::{Consumer, Plugin, Route, Schemas, Service};
+use sluice_store::Store;
+
+pub use error::ApiError;
+
+/// Largest request body the Admin API reads. A bigger one is refused with 413 before it is
+/// buffered whole. Large enough for a declarative config of tens of thousands of entities.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What `GET /` reports about this node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub hostname: String,
+    pub role: String,
+    pub database: String,
+    pub admin_listen: String,
+    pub proxy_listen: String,
+}
+
+/// Shared state of all Admin API handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    schemas: Arc<Schemas>,
+    node: NodeInfo,
+    counters: Counters,
+}
+
+/// Request counters for `GET /status`.
+#[derive(Default)]
+pub struct Counters {
+    total: AtomicU64,
+    active: AtomicU64,
+}
+
+// === impl AdminState ===
+
+impl AdminState {
+    pub fn new(store: Store, schemas: Arc<Schemas>, node: NodeInfo) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                schemas,
+                node,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn schemas(&self) -> &Schemas {
+        &self.inner.schemas
+    }
+
+    pub fn node(&self) -> &NodeInfo {
+        &self.inner.node
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+}
+
+// === impl Counters ===
+
+impl Counters {
+    fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// The Admin API.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(info::root))
+        .route("/status", get(info::status))
+        .route("/schemas/plugins/{name}", get(info::plugin_schema))
+        .route("/schemas/{entity}", get(info::entity_schema))
+        .route("/schemas/{entity}/validate", post(info::validate_entity))
+        // services
+        .route(
+            "/services",
+            get(entities::list::<Service>).post(entities::create::<Service>),
+        )
+        .route(
+            "/services/{key}",
+            get(entities::get::<Service>)
+                .put(entities::put::<Service>)
+                .patch(entities::patch::<Service>)
+                .delete(entities::delete::<Service>),
+        )
+        .route(
+            "/services/{key}/routes",
+            get(entities::list_nested::<Service, Route>)
+                .post(entities::create_nested::<Service, Route>),
+        )
+        .route(
+            "/services/{key}/plugins",
+            get(entities::list_nested::<Service, Plugin>)
+                .post(entities::create_nested::<Service, Plugin>),
+        )
+        // routes
+        .route(
+            "/routes",
+            get(entities::list::<Route>).post(entities::create::<Route>),
+        )
+        .route(
+            "/routes/{key}",
+            get(entities::get::<Route>)
+                .put(entities::put::<Route>)
+                .patch(entities::patch::<Route>)
+                .delete(entities::delete::<Route>),
+        )
+        .route("/routes/{key}/service", get(entities::route_service))
+        .route(
+            "/routes/{key}/plugins",
+            get(entities::list_nested::<Route, Plugin>)
+                .post(entities::create_nested::<Route, Plugin>),
+        )
+        // consumers
+        .route(
+            "/consumers",
+            get(entities::list::<Consumer>).post(entities::create::<Consumer>),
+        )
+        .route(
+            "/consumers/{key}",
+            get(entities::get::<Consumer>)
+                .put(entities::put::<Consumer>)
+                .patch(entities::patch::<Consumer>)
+                .delete(entities::delete::<Consumer>),
+        )
+        .route(
+            "/consumers/{key}/plugins",
+            get(entities::list_nested::<Consumer, Plugin>)
+                .post(entities::create_nested::<Consumer, Plugin>),
+        )
+        // plugins
+        .route(
+            "/plugins",
+            get(entities::list::<Plugin>).post(entities::create::<Plugin>),
+        )
+        .route("/plugins/enabled", get(entities::enabled_plugins))
+        .route(
+            "/plugins/{key}",
+            get(entities::get::<Plugin>)
+                .put(entities::put::<Plugin>)
+                .patch(entities::patch::<Plugin>)
+                .delete(entities::delete::<Plugin>),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(too_large_as_kong))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts requests for `GET /status`.
+async fn count(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let counters = state.counters();
+    counters.total.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    response
+}
+
+/// axum answers an over-limit body with a plain-text 413; rewrite it into Kong's JSON shape.
+async fn too_large_as_kong(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        && !response
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return ApiError::TooLarge(MAX_BODY_BYTES).into_response();
+    }
+    response
+}

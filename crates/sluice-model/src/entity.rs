@@ -1,0 +1,211 @@
+//! Domain types for the four Kong core entities Sluice stores.
+//!
+//! These are the canonical, validated form: every field Kong has, defaults filled, unset
+//! optional fields as `None` (rendered as JSON `null`, as Kong renders them). They are produced
+//! only by [`crate::Schemas::build`], so holding one means it passed the schema and entity checks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The entity kinds of the control plane, in dependency order (a kind may only reference kinds
+/// before it... except plugins, which reference all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKind {
+    Consumer,
+    Service,
+    Route,
+    Plugin,
+}
+
+/// A foreign key as Kong renders it: `{"id": "<uuid>"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ForeignKey {
+    pub id: Uuid,
+}
+
+/// A stream route source or destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CidrPort {
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub name: Option<String>,
+    pub retries: u16,
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub connect_timeout: u32,
+    pub write_timeout: u32,
+    pub read_timeout: u32,
+    pub tags: Option<Vec<String>>,
+    pub client_certificate: Option<ForeignKey>,
+    pub tls_verify: Option<bool>,
+    pub tls_verify_depth: Option<u8>,
+    pub ca_certificates: Option<Vec<Uuid>>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub name: Option<String>,
+    pub protocols: Vec<String>,
+    pub methods: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
+    pub https_redirect_status_code: u16,
+    pub regex_priority: i64,
+    pub strip_path: bool,
+    pub path_handling: String,
+    pub preserve_host: bool,
+    pub request_buffering: bool,
+    pub response_buffering: bool,
+    pub snis: Option<Vec<String>>,
+    pub sources: Option<Vec<CidrPort>>,
+    pub destinations: Option<Vec<CidrPort>>,
+    pub tags: Option<Vec<String>>,
+    pub service: Option<ForeignKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consumer {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// A plugin instance. `config` stays JSON here: its shape belongs to the plugin, and the data
+/// plane deserializes it into the plugin's own typed config when a snapshot compiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plugin {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub name: String,
+    pub instance_name: Option<String>,
+    pub route: Option<ForeignKey>,
+    pub service: Option<ForeignKey>,
+    pub consumer: Option<ForeignKey>,
+    pub config: serde_json::Value,
+    pub protocols: Vec<String>,
+    pub enabled: bool,
+    pub tags: Option<Vec<String>>,
+}
+
+/// What every stored entity offers to generic code (store, Admin API).
+pub trait Entity: Serialize + for<'de> Deserialize<'de> + Clone + Send + Sync + 'static {
+    const KIND: EntityKind;
+    fn id(&self) -> Uuid;
+    fn created_at(&self) -> i64;
+    fn tags(&self) -> Option<&[String]>;
+    /// The value of the entity's endpoint key (name, username, instance_name), if set.
+    fn endpoint_key(&self) -> Option<&str>;
+}
+
+// === impl EntityKind ===
+
+impl EntityKind {
+    pub const ALL: [EntityKind; 4] = [
+        EntityKind::Consumer,
+        EntityKind::Service,
+        EntityKind::Route,
+        EntityKind::Plugin,
+    ];
+
+    /// The Admin API collection and table name (`services`, ...).
+    pub fn collection(self) -> &'static str {
+        match self {
+            EntityKind::Service => "services",
+            EntityKind::Route => "routes",
+            EntityKind::Consumer => "consumers",
+            EntityKind::Plugin => "plugins",
+        }
+    }
+
+    /// The singular name decK prints (`creating service x`).
+    pub fn singular(self) -> &'static str {
+        match self {
+            EntityKind::Service => "service",
+            EntityKind::Route => "route",
+            EntityKind::Consumer => "consumer",
+            EntityKind::Plugin => "plugin",
+        }
+    }
+
+    /// The field a non-UUID key in a URL is looked up by.
+    pub fn endpoint_key(self) -> &'static str {
+        match self {
+            EntityKind::Service | EntityKind::Route => "name",
+            EntityKind::Consumer => "username",
+            EntityKind::Plugin => "instance_name",
+        }
+    }
+
+    pub fn from_collection(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.collection() == name)
+    }
+}
+
+// === impl Entity ===
+
+macro_rules! entity_impl {
+    ($ty:ty, $kind:expr, $key:ident) => {
+        impl Entity for $ty {
+            const KIND: EntityKind = $kind;
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn created_at(&self) -> i64 {
+                self.created_at
+            }
+            fn tags(&self) -> Option<&[String]> {
+                self.tags.as_deref()
+            }
+            fn endpoint_key(&self) -> Option<&str> {
+                self.$key.as_deref()
+            }
+        }
+    };
+}
+
+entity_impl!(Service, EntityKind::Service, name);
+entity_impl!(Route, EntityKind::Route, name);
+entity_impl!(Consumer, EntityKind::Consumer, username);
+entity_impl!(Plugin, EntityKind::Plugin, instance_name);
+
+// === impl Plugin ===
+
+impl Plugin {
+    /// Kong's plugin cache key: one plugin of a name per (route, service, consumer) scope.
+    /// Rendered the way Kong prints it in a unique violation.
+    pub fn cache_key(&self) -> String {
+        fn fk(k: &Option<ForeignKey>) -> String {
+            match k {
+                Some(k) => format!("{{id=\"{}\"}}", k.id),
+                None => "null".to_owned(),
+            }
+        }
+        format!(
+            "{{consumer={},name=\"{}\",route={},service={}}}",
+            fk(&self.consumer),
+            self.name,
+            fk(&self.route),
+            fk(&self.service)
+        )
+    }
+}

@@ -1,0 +1,21 @@
+//! Sluice's domain model: the Kong entities, their schemas (`schemas/`), defaults and
+//! validation. No IO: schemas are embedded at compile time.
+//!
+//! # Layout
+//! - [`entity`]: the typed, validated entities.
+//! - [`schema`]: compiled JSON Schemas, defaults, form coercion, Kong's `/schemas` format.
+//! - [`validate`]: input → entity (schema + Kong's entity checks).
+//! - [`violation`]: errors in Kong's `schema violation` shape.
+
+pub mod entity;
+pub mod plugins;
+pub mod schema;
+pub mod validate;
+pub mod violation;
+
+pub use entity::{CidrPort, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
+pub use schema::{CompiledSchema, PluginSchema, SchemaLoadError, Schemas};
+pub use violation::SchemaViolation;
+
+/// The Kong version Sluice speaks for (decK reads it from `GET /`).
+pub const KONG_COMPAT_VERSION: &str = "3.13.0";

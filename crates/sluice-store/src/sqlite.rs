@@ -1,0 +1,385 @@
+//! The SQLite store (the embedded default: one file, WAL mode).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sluice_model::{Entity, EntityKind};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::rows::Stored;
+use crate::{ListQuery, Page, Snapshot, StoreError, TagFilter};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// The control-plane store. Cheap to clone (pools and channel are shared).
+#[derive(Clone)]
+pub struct Store {
+    /// One connection: SQLite allows one writer, and a single-connection pool turns
+    /// concurrent writers into a queue instead of `SQLITE_BUSY` errors mid-transaction.
+    writer: SqlitePool,
+    reader: SqlitePool,
+    version: watch::Sender<u64>,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedDatabase(url.to_owned()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let current: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&reader)
+            .await?;
+        let (version, _) = watch::channel(current as u64);
+        Ok(Self {
+            writer,
+            reader,
+            version,
+        })
+    }
+
+    /// Applies pending migrations and returns the applied versions (for `sluice migrations`).
+    pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| {
+                (
+                    m.version,
+                    m.description.to_string(),
+                    applied.contains(&m.version),
+                )
+            })
+            .collect())
+    }
+
+    /// The current config version. Every successful write increases it.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// A receiver that sees every new config version after its write committed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.reader).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    // --- reads ---
+
+    /// Looks up by id when `key` is a UUID, else by the endpoint key (name, username, ...).
+    pub async fn get<E: Stored>(&self, key: &str) -> Result<Option<E>, StoreError> {
+        match Uuid::parse_str(key) {
+            Ok(id) => self.get_by_id(id).await,
+            Err(_) => {
+                let sql = format!(
+                    "SELECT id, body FROM {} WHERE {} = ?",
+                    E::KIND.collection(),
+                    E::KIND.endpoint_key()
+                );
+                let row = sqlx::query(&sql)
+                    .bind(key)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                row.map(|r| decode::<E>(&r)).transpose()
+            }
+        }
+    }
+
+    pub async fn get_by_id<E: Stored>(&self, id: Uuid) -> Result<Option<E>, StoreError> {
+        let sql = format!("SELECT id, body FROM {} WHERE id = ?", E::KIND.collection());
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| decode::<E>(&r)).transpose()
+    }
+
+    /// One page, ordered by primary key as Kong on PostgreSQL orders.
+    pub async fn list<E: Stored>(&self, query: &ListQuery) -> Result<Page<E>, StoreError> {
+        let after = match &query.offset {
+            Some(offset) => Some(decode_offset(offset)?),
+            None => None,
+        };
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, body FROM ");
+        sql.push(E::KIND.collection()).push(" t WHERE 1 = 1");
+        if let Some(after) = after {
+            sql.push(" AND t.id > ").push_bind(after);
+        }
+        if let Some((column, id)) = query.scope {
+            sql.push(format_args!(" AND t.{column} = "))
+                .push_bind(id.to_string());
+        }
+        push_tag_filter(&mut sql, &query.tags);
+        sql.push(" ORDER BY t.id LIMIT ")
+            .push_bind(i64::from(query.size) + 1);
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        let mut data = rows
+            .iter()
+            .map(decode::<E>)
+            .collect::<Result<Vec<E>, _>>()?;
+        let offset = if data.len() > query.size as usize {
+            data.truncate(query.size as usize);
+            data.last().map(|e| encode_offset(&e.id().to_string()))
+        } else {
+            None
+        };
+        Ok(Page { data, offset })
+    }
+
+    /// Every entity at one version, read in one transaction (a consistent view).
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut tx = self.reader.begin().await?;
+        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let snapshot = Snapshot {
+            version: version as u64,
+            services: all(&mut tx).await?,
+            routes: all(&mut tx).await?,
+            consumers: all(&mut tx).await?,
+            plugins: all(&mut tx).await?,
+        };
+        tx.commit().await?;
+        Ok(snapshot)
+    }
+
+    // --- writes ---
+
+    /// Creates an entity; fails if its id exists.
+    pub async fn insert<E: Stored>(&self, entity: &E) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if exists(&mut tx, E::KIND, entity.id()).await? {
+            return Err(StoreError::PrimaryKey { id: entity.id() });
+        }
+        write(&mut tx, entity).await?;
+        self.commit(tx).await
+    }
+
+    /// Creates or replaces an entity by id (PUT, PATCH).
+    pub async fn upsert<E: Stored>(&self, entity: &E) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        write(&mut tx, entity).await?;
+        self.commit(tx).await
+    }
+
+    /// Deletes by id. Plugins scoped to the entity go with it; a service that routes still
+    /// reference is refused. Returns whether anything was deleted.
+    pub async fn delete<E: Stored>(&self, id: Uuid) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        if E::KIND == EntityKind::Service {
+            let referenced: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM routes WHERE service_id = ? LIMIT 1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if referenced.is_some() {
+                return Err(StoreError::Referenced {
+                    referenced_by: "routes",
+                    target: "services",
+                });
+            }
+        }
+        let sql = format!("DELETE FROM {} WHERE id = ?", E::KIND.collection());
+        let deleted = sqlx::query(&sql)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
+    /// Bumps the version, commits, then tells subscribers.
+    async fn commit(&self, mut tx: Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE config_version SET version = version + 1 WHERE id = 1 RETURNING version",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let version = version as u64;
+        self.version.send_if_modified(|current| {
+            // Writes are serialized by the single writer connection, but be monotonic anyway.
+            if version > *current {
+                *current = version;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(version)
+    }
+}
+
+// === helpers ===
+
+async fn exists(
+    tx: &mut Transaction<'_, Sqlite>,
+    kind: EntityKind,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    let sql = format!("SELECT 1 FROM {} WHERE id = ?", kind.collection());
+    let found: Option<i64> = sqlx::query_scalar(&sql)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Checks unique columns and foreign keys, then inserts or updates the row.
+async fn write<E: Stored>(tx: &mut Transaction<'_, Sqlite>, entity: &E) -> Result<(), StoreError> {
+    let table = E::KIND.collection();
+    let id = entity.id().to_string();
+    let columns = entity.columns();
+    for (column, value) in &columns {
+        let Some(value) = value else { continue };
+        if !E::UNIQUE.contains(column) {
+            continue;
+        }
+        let sql = format!("SELECT 1 FROM {table} WHERE {column} = ? AND id <> ? LIMIT 1");
+        let clash: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(value)
+            .bind(&id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if clash.is_some() {
+            let (rendered, fields) = entity.unique_violation(column);
+            return Err(StoreError::Unique { rendered, fields });
+        }
+    }
+    let foreign = entity.foreign();
+    for fk in &foreign {
+        let Some(target_id) = fk.value else { continue };
+        if !exists(tx, fk.target, target_id).await? {
+            return Err(StoreError::ForeignKey {
+                field: fk.field,
+                target: fk.target.collection(),
+                id: target_id,
+            });
+        }
+    }
+
+    let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt {
+        kind: E::KIND,
+        id: id.clone(),
+        reason: e.to_string(),
+    })?;
+    let tags = entity
+        .tags()
+        .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".to_owned()));
+
+    let mut names: Vec<&str> = vec!["id"];
+    names.extend(columns.iter().map(|(c, _)| *c));
+    names.extend(foreign.iter().map(|f| f.column));
+    names.extend(["tags", "body"]);
+    let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "INSERT INTO {table} ({}) VALUES (",
+        names.join(", ")
+    ));
+    {
+        let mut values = sql.separated(", ");
+        values.push_bind(id);
+        for (_, value) in columns {
+            values.push_bind(value);
+        }
+        for fk in foreign {
+            values.push_bind(fk.value.map(|u| u.to_string()));
+        }
+        values.push_bind(tags);
+        values.push_bind(body);
+    }
+    sql.push(") ON CONFLICT (id) DO UPDATE SET ");
+    let updates: Vec<String> = names[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    sql.push(updates.join(", "));
+    sql.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn all<E: Stored>(tx: &mut Transaction<'_, Sqlite>) -> Result<Vec<E>, StoreError> {
+    let sql = format!("SELECT id, body FROM {} ORDER BY id", E::KIND.collection());
+    let rows = sqlx::query(&sql).fetch_all(&mut **tx).await?;
+    rows.iter().map(decode::<E>).collect()
+}
+
+fn decode<E: Entity>(row: &sqlx::sqlite::SqliteRow) -> Result<E, StoreError> {
+    let body: &str = row.try_get("body")?;
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
+        kind: E::KIND,
+        id: row.try_get::<String, _>("id").unwrap_or_default(),
+        reason: e.to_string(),
+    })
+}
+
+fn push_tag_filter(sql: &mut QueryBuilder<Sqlite>, tags: &TagFilter) {
+    match tags {
+        TagFilter::None => {}
+        TagFilter::All(tags) => {
+            for tag in tags {
+                sql.push(" AND EXISTS (SELECT 1 FROM json_each(t.tags) j WHERE j.value = ")
+                    .push_bind(tag.clone())
+                    .push(")");
+            }
+        }
+        TagFilter::Any(tags) => {
+            sql.push(" AND EXISTS (SELECT 1 FROM json_each(t.tags) j WHERE j.value IN (");
+            let mut values = sql.separated(", ");
+            for tag in tags {
+                values.push_bind(tag.clone());
+            }
+            sql.push("))");
+        }
+    }
+}
+
+fn encode_offset(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_offset(offset: &str) -> Result<String, StoreError> {
+    URL_SAFE_NO_PAD
+        .decode(offset)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|id| Uuid::parse_str(id).is_ok())
+        .ok_or_else(|| StoreError::InvalidOffset(offset.to_owned()))
+}

@@ -1,0 +1,138 @@
+//! `sluice start`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use sluice_admin::{AdminState, NodeInfo};
+use sluice_model::Schemas;
+use sluice_store::Store;
+use tokio::net::TcpListener;
+
+pub const DEFAULT_DATABASE: &str = "sqlite://sluice.db";
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Where entities live: sqlite://PATH (default), postgres://URL, or `off` (DB-less).
+    #[arg(long, env = "SLUICE_DATABASE", default_value = DEFAULT_DATABASE)]
+    database: String,
+    /// With `--database off`: the declarative config file to serve.
+    #[arg(long, env = "SLUICE_DECLARATIVE_CONFIG")]
+    declarative_config: Option<std::path::PathBuf>,
+    /// traditional: Admin API and proxy in one process.
+    #[arg(long, env = "SLUICE_ROLE", default_value = "traditional")]
+    role: Role,
+    #[arg(long, env = "SLUICE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
+    proxy_listen: SocketAddr,
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+    admin_listen: SocketAddr,
+    #[arg(long, env = "SLUICE_CLUSTER_LISTEN", default_value = "0.0.0.0:8005")]
+    cluster_listen: SocketAddr,
+    #[arg(long, env = "SLUICE_CLUSTER_CONTROL_PLANE")]
+    cluster_control_plane: Option<String>,
+    #[arg(long, env = "SLUICE_CLUSTER_CERT")]
+    cluster_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "SLUICE_CLUSTER_CERT_KEY")]
+    cluster_cert_key: Option<std::path::PathBuf>,
+    /// Where the node keeps runtime files.
+    #[arg(long, env = "SLUICE_PREFIX", default_value = ".")]
+    prefix: std::path::PathBuf,
+    #[arg(long, env = "SLUICE_STATUS_LISTEN", default_value = "127.0.0.1:8007")]
+    status_listen: SocketAddr,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Traditional,
+    #[value(name = "control_plane")]
+    ControlPlane,
+    #[value(name = "data_plane")]
+    DataPlane,
+}
+
+/// Normalizes `--database` into a sqlx URL (`sluice.db` → `sqlite://sluice.db`).
+pub fn database_url(database: &str) -> anyhow::Result<String> {
+    if database.starts_with("sqlite:") {
+        Ok(database.to_owned())
+    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        bail!("PostgreSQL is not supported yet; use --database sqlite://PATH")
+    } else if database == "off" {
+        bail!("DB-less mode (--database off) is not supported yet; use --database sqlite://PATH")
+    } else if database.ends_with(".db") || database.contains('/') {
+        Ok(format!("sqlite://{database}"))
+    } else {
+        bail!("unsupported --database '{database}': use sqlite://PATH")
+    }
+}
+
+pub async fn run(args: StartArgs) -> anyhow::Result<()> {
+    if args.role != Role::Traditional {
+        bail!("only --role traditional is supported yet");
+    }
+    if args.declarative_config.is_some() {
+        bail!("--declarative-config needs DB-less mode, which is not supported yet");
+    }
+    let url = database_url(&args.database)?;
+    let store = Store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {url}"))?;
+    let schemas = Arc::new(Schemas::embedded().context("loading the embedded schemas")?);
+
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the Admin API on {}", args.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let node = NodeInfo {
+        node_id: uuid::Uuid::new_v4().to_string(),
+        hostname: hostname(),
+        role: "traditional".to_owned(),
+        database: "sqlite".to_owned(),
+        admin_listen: admin_addr.to_string(),
+        proxy_listen: args.proxy_listen.to_string(),
+    };
+    let state = AdminState::new(store.clone(), schemas, node);
+    let app = sluice_admin::router(state);
+    tracing::info!(
+        admin = %admin_addr,
+        database = %url,
+        version = store.version(),
+        "sluice started; Admin API listening"
+    );
+    axum::serve(admin, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the Admin API")?;
+    store.close().await;
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; in-flight requests then finish before the process exits.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
