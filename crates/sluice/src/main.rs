@@ -33,7 +33,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: Admin API (and, as the data plane arrives, the proxy).
-    Start(start::StartArgs),
+    Start(Box<start::StartArgs>),
     /// Manage the database schema.
     Migrations {
         #[command(subcommand)]
@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Start(args) => start::run(args).await,
+            Command::Start(args) => start::run(*args).await,
             Command::Migrations { action } => migrations(action).await,
         }
     })

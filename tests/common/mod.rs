@@ -1,0 +1,275 @@
+//! Test harness: starts the real `sluice` binary on an ephemeral port with its own SQLite
+//! file, and talks to it over HTTP. Nothing of Sluice is mocked.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A running `sluice start`. Killed on drop; its directory is removed.
+pub struct Sluice {
+    child: Option<Child>,
+    pub admin: String,
+    pub dir: PathBuf,
+    pub client: reqwest::Client,
+    keep_dir: bool,
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Sluice {
+    /// Starts a node with a new SQLite file.
+    pub async fn start() -> Self {
+        Self::start_in(temp_dir(), &[]).await
+    }
+
+    /// Starts a node whose database lives in `dir` (so a restart finds the same data).
+    pub async fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let database = format!("sqlite://{}", dir.join("sluice.db").display());
+        let log = std::fs::File::create(dir.join(format!("sluice-{port}.log"))).expect("log file");
+        let child = Command::new(BIN)
+            .args(["start", "--database", &database, "--admin-listen", &admin])
+            .args(["--proxy-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sluice");
+        let mut node = Self {
+            child: Some(child),
+            admin: format!("http://{admin}"),
+            dir,
+            client: reqwest::Client::new(),
+            keep_dir: false,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/status", self.admin))
+                .send()
+                .await
+            {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("sluice exited early with {status}: {}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not become ready: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Everything the node logged so far.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "log") {
+                    out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    /// SIGTERM, then wait for a clean exit. Returns whether it exited with success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the node but keeps its directory, for a restart.
+    pub fn stop_keep(mut self) -> PathBuf {
+        assert!(self.stop(), "sluice did not stop cleanly");
+        self.keep_dir = true;
+        self.dir.clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        send(self.client.get(self.url(path))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        send(self.client.delete(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.client.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.client.put(self.url(path)).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.client.patch(self.url(path)).json(&body)).await
+    }
+
+    /// A form-encoded request, as `curl --data` sends it.
+    pub async fn form(
+        &self,
+        method: &str,
+        path: &str,
+        pairs: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let body: String = form_urlencoded(pairs);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        send(
+            self.client
+                .request(method, self.url(path))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        send(request).await
+    }
+
+    /// The number of entities in a collection (walking every page).
+    pub async fn count(&self, collection: &str) -> usize {
+        let mut total = 0;
+        let mut offset: Option<String> = None;
+        loop {
+            let path = match &offset {
+                Some(o) => format!("/{collection}?size=1000&offset={o}"),
+                None => format!("/{collection}?size=1000"),
+            };
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            total += body["data"].as_array().map_or(0, Vec::len);
+            match body["offset"].as_str() {
+                Some(o) => offset = Some(o.to_owned()),
+                None => return total,
+            }
+        }
+    }
+
+    pub async fn config_version(&self) -> u64 {
+        let (_, status) = self.get("/status").await;
+        status["configuration_version"]
+            .as_u64()
+            .expect("configuration_version")
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !self.keep_dir && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request failed");
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "body is not JSON ({status}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    (status, body)
+}
+
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
