@@ -37,7 +37,14 @@ impl Schemas {
         let schema = self.entity(kind);
         schema.fill_defaults(&mut value);
         dedupe_sets(&schema.raw, &mut value);
-        violation.fields.extend(schema.validate(&value).fields);
+        let url_failed = violation.fields.contains_key(&vec!["url".to_owned()]);
+        for (path, message) in schema.validate(&value).fields {
+            // A bad `url` leaves host unset; reporting that too would only be noise.
+            if url_failed && path == ["host"] {
+                continue;
+            }
+            violation.field_at(path, message);
+        }
         match kind {
             EntityKind::Service => check_service(&value, &mut violation),
             EntityKind::Route => check_route(&value, &mut violation),
