@@ -1,0 +1,240 @@
+//! The plugin contract of the data plane.
+//!
+//! A plugin is a [`PluginHandler`] with one method per Kong phase, each a no-op by default:
+//! `access` (may rewrite the request or answer it), `header_filter`, `body_filter` (chunk by
+//! chunk, never the whole body unless the plugin buffers on purpose), and `log` (after the
+//! response, off the response path). Handlers are built from a stored plugin entity by a
+//! [`PluginFactory`] when a snapshot compiles, so the config is parsed into typed structs once,
+//! not per request.
+//!
+//! [`scope::select`] implements Kong's precedence for which configured instance applies.
+
+pub mod scope;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use uuid::Uuid;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed body as it travels through the proxy.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Per-plugin, per-request state (a plugin downcasts its own type).
+pub type PluginState = Option<Box<dyn Any + Send>>;
+
+/// Where the request goes upstream. Built from the route and service; plugins may change it
+/// in `access` (ai-proxy points it at the provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query as sent upstream.
+    pub path_and_query: String,
+    /// The Host header to send (the service host, or the client's with `preserve_host`).
+    pub host_header: String,
+}
+
+/// What every plugin of one request sees and shares.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub route_id: Uuid,
+    pub service_id: Option<Uuid>,
+    pub consumer_id: Option<Uuid>,
+    pub client_addr: SocketAddr,
+    pub started: Instant,
+    pub upstream: Upstream,
+    /// Time from sending upstream to its response headers; set by the proxy.
+    pub upstream_latency: Option<Duration>,
+    /// The status sent to the client; set before `log`.
+    pub status: u16,
+    /// Structured fields the log phase emits (e.g. `ai.proxy.usage`).
+    pub log: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The request body: still streaming from the client, or read whole by a plugin.
+pub enum RequestBody {
+    Stream(Body),
+    Buffered(Bytes),
+}
+
+/// The client request as the access phase sees it.
+pub struct ProxyRequest {
+    pub parts: http::request::Parts,
+    pub body: RequestBody,
+}
+
+/// Why a body could not be buffered.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("reading the request body failed: {0}")]
+    Read(BoxError),
+}
+
+/// The outcome of `access`.
+pub enum Flow {
+    Continue,
+    /// Answer the client now; later plugins and the upstream are skipped.
+    Respond(http::Response<Bytes>),
+}
+
+/// A stored plugin config could not become a handler.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {name} ({id}): {reason}")]
+pub struct PluginBuildError {
+    pub name: String,
+    pub id: Uuid,
+    pub reason: String,
+}
+
+/// One plugin instance, built from its config. Phases default to no-ops.
+#[async_trait]
+pub trait PluginHandler: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Run order: highest first, as Kong's handler `PRIORITY`.
+    fn priority(&self) -> i64;
+
+    /// Before the upstream is contacted. May read or replace the body, change headers and
+    /// the upstream, or answer the client with [`Flow::Respond`].
+    async fn access(
+        &self,
+        _request: &mut ProxyRequest,
+        _ctx: &mut RequestCtx,
+        _state: &mut PluginState,
+    ) -> Flow {
+        Flow::Continue
+    }
+
+    /// After the upstream's response headers arrive, before they go to the client.
+    fn header_filter(
+        &self,
+        _response: &mut http::response::Parts,
+        _ctx: &mut RequestCtx,
+        _state: &mut PluginState,
+    ) {
+    }
+
+    /// Whether `body_filter` does anything; when no plugin of a request says yes, the body is
+    /// passed through without the per-chunk hook.
+    fn has_body_filter(&self) -> bool {
+        false
+    }
+
+    /// Each response body chunk, in order, as it arrives. Returns what to send instead (may be
+    /// empty to hold data back).
+    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, _state: &mut PluginState) -> Bytes {
+        chunk
+    }
+
+    /// The response body ended; may emit a last chunk.
+    fn body_end(&self, _ctx: &mut RequestCtx, _state: &mut PluginState) -> Option<Bytes> {
+        None
+    }
+
+    /// After the response was sent (or the client went away). Must not block.
+    fn log(&self, _ctx: &RequestCtx, _state: &PluginState) {}
+}
+
+/// Builds handlers of one plugin name. Long-lived: it may keep state that must survive config
+/// swaps (rate-limiting counters).
+pub trait PluginFactory: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn build(
+        &self,
+        plugin: &sluice_model::Plugin,
+    ) -> Result<Arc<dyn PluginHandler>, PluginBuildError>;
+}
+
+/// The plugins this data plane can run.
+#[derive(Default)]
+pub struct Registry {
+    factories: HashMap<&'static str, Arc<dyn PluginFactory>>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    pub fn register(&mut self, factory: Arc<dyn PluginFactory>) {
+        self.factories.insert(factory.name(), factory);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PluginFactory>> {
+        self.factories.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.factories.keys().copied()
+    }
+}
+
+// === impl ProxyRequest ===
+
+impl ProxyRequest {
+    /// Reads the whole body (at most `limit` bytes) and keeps it for the upstream request.
+    pub async fn buffer(&mut self, limit: usize) -> Result<Bytes, BodyError> {
+        if let RequestBody::Buffered(bytes) = &self.body {
+            return Ok(bytes.clone());
+        }
+        if let Some(length) = self
+            .parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            if length > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+        }
+        let body = std::mem::replace(&mut self.body, RequestBody::Buffered(Bytes::new()));
+        let RequestBody::Stream(body) = body else {
+            unreachable!("checked above")
+        };
+        let limited = http_body_util::Limited::new(body, limit);
+        match limited.collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                self.body = RequestBody::Buffered(bytes.clone());
+                Ok(bytes)
+            }
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(BodyError::TooLarge { limit })
+            }
+            Err(error) => Err(BodyError::Read(error)),
+        }
+    }
+
+    /// Replaces the body (a plugin rewrote it); Content-Length follows.
+    pub fn set_body(&mut self, bytes: Bytes) {
+        self.parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(bytes.len()),
+        );
+        self.parts.headers.remove(http::header::TRANSFER_ENCODING);
+        self.body = RequestBody::Buffered(bytes);
+    }
+}
+
+/// A JSON response, for plugins that answer the client themselves.
+pub fn json_response(status: u16, body: &serde_json::Value) -> http::Response<Bytes> {
+    let mut response = http::Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
