@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 pub struct Sluice {
     child: Option<Child>,
     pub admin: String,
+    /// `http://127.0.0.1:<port>` of the proxy listener.
+    pub proxy: String,
     pub dir: PathBuf,
     pub client: reqwest::Client,
     keep_dir: bool,
@@ -45,14 +49,36 @@ impl Sluice {
 
     /// Starts a node whose database lives in `dir` (so a restart finds the same data).
     pub async fn start_in(dir: PathBuf, extra: &[&str]) -> Self {
-        let port = free_port();
-        let admin = format!("127.0.0.1:{port}");
         let database = format!("sqlite://{}", dir.join("sluice.db").display());
-        let log = std::fs::File::create(dir.join(format!("sluice-{port}.log"))).expect("log file");
+        let mut args = vec!["--database".to_owned(), database];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::launch(dir, &args).await
+    }
+
+    /// Starts a DB-less node serving `file`.
+    pub async fn start_dbless(dir: PathBuf, file: &Path) -> Self {
+        let args = [
+            "--database".to_owned(),
+            "off".to_owned(),
+            "--declarative-config".to_owned(),
+            file.display().to_string(),
+            "--prefix".to_owned(),
+            dir.join("prefix").display().to_string(),
+        ];
+        Self::launch(dir, &args).await
+    }
+
+    /// `sluice start` with `args`, on fresh admin and proxy ports.
+    pub async fn launch(dir: PathBuf, args: &[String]) -> Self {
+        let admin_port = free_port();
+        let proxy_port = free_port();
+        let admin = format!("127.0.0.1:{admin_port}");
+        let log =
+            std::fs::File::create(dir.join(format!("sluice-{admin_port}.log"))).expect("log file");
         let child = Command::new(BIN)
-            .args(["start", "--database", &database, "--admin-listen", &admin])
-            .args(["--proxy-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(extra)
+            .args(["start", "--admin-listen", &admin])
+            .args(["--proxy-listen", &format!("127.0.0.1:{proxy_port}")])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -60,6 +86,7 @@ impl Sluice {
         let mut node = Self {
             child: Some(child),
             admin: format!("http://{admin}"),
+            proxy: format!("http://127.0.0.1:{proxy_port}"),
             dir,
             client: reqwest::Client::new(),
             keep_dir: false,
@@ -211,6 +238,30 @@ impl Sluice {
                 Some(o) => offset = Some(o.to_owned()),
                 None => return total,
             }
+        }
+    }
+
+    /// A request through the proxy.
+    pub fn through(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        self.client.request(method, format!("{}{path}", self.proxy))
+    }
+
+    /// Polls the proxy until `path` answers `status` (a config change has reached it).
+    pub async fn wait_for_proxy(&self, path: &str, status: u16) -> Duration {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.through("GET", path).send().await {
+                if r.status().as_u16() == status {
+                    return started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "proxy never answered {status} on {path}: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

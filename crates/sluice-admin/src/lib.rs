@@ -4,6 +4,7 @@
 //! drive it without one. Every response, errors included, is in Kong's JSON shape.
 
 mod body;
+pub mod dbless;
 mod entities;
 mod error;
 mod info;
@@ -47,6 +48,7 @@ struct Inner {
     schemas: Arc<Schemas>,
     node: NodeInfo,
     counters: Counters,
+    dbless: bool,
 }
 
 /// Request counters for `GET /status`.
@@ -59,15 +61,21 @@ pub struct Counters {
 // === impl AdminState ===
 
 impl AdminState {
-    pub fn new(store: Store, schemas: Arc<Schemas>, node: NodeInfo) -> Self {
+    /// `dbless`: entity writes are refused and `POST /config` replaces the whole config.
+    pub fn new(store: Store, schemas: Arc<Schemas>, node: NodeInfo, dbless: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 schemas,
                 node,
                 counters: Counters::default(),
+                dbless,
             }),
         }
+    }
+
+    pub fn dbless(&self) -> bool {
+        self.inner.dbless
     }
 
     pub fn store(&self) -> &Store {
@@ -177,8 +185,13 @@ pub fn router(state: AdminState) -> Router {
                 .patch(entities::patch::<Plugin>)
                 .delete(entities::delete::<Plugin>),
         )
+        .route("/config", get(dbless::get_config).post(dbless::post_config))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            dbless::refuse_writes,
+        ))
         .layer(middleware::from_fn(too_large_as_kong))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count))

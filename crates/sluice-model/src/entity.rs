@@ -209,3 +209,13 @@ impl Plugin {
         )
     }
 }
+
+/// Everything in a config at one version: what a data plane compiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub consumers: Vec<Consumer>,
+    pub plugins: Vec<Plugin>,
+}

@@ -2,18 +2,22 @@
 //! validation. No IO: schemas are embedded at compile time.
 //!
 //! # Layout
+//! - [`declarative`]: decK files (YAML) in and out: parsing, references, validation.
 //! - [`entity`]: the typed, validated entities.
 //! - [`schema`]: compiled JSON Schemas, defaults, form coercion, Kong's `/schemas` format.
 //! - [`validate`]: input → entity (schema + Kong's entity checks).
 //! - [`violation`]: errors in Kong's `schema violation` shape.
 
+pub mod declarative;
 pub mod entity;
 pub mod plugins;
 pub mod schema;
 pub mod validate;
 pub mod violation;
 
-pub use entity::{CidrPort, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
+pub use entity::{
+    CidrPort, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service, Snapshot,
+};
 pub use schema::{CompiledSchema, PluginSchema, SchemaLoadError, Schemas};
 pub use violation::SchemaViolation;
 

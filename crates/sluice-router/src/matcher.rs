@@ -165,11 +165,10 @@ impl HostPattern {
     fn parse(raw: &str) -> Self {
         let (host, port) = split_host_port(raw);
         let host = host.to_ascii_lowercase();
-        // '*' is one byte, so these slices are on char boundaries.
-        let kind = if host.starts_with('*') {
-            HostKind::Suffix(Box::from(&host[1..]))
-        } else if host.ends_with('*') {
-            HostKind::Prefix(Box::from(&host[..host.len() - 1]))
+        let kind = if let Some(suffix) = host.strip_prefix('*') {
+            HostKind::Suffix(Box::from(suffix))
+        } else if let Some(prefix) = host.strip_suffix('*') {
+            HostKind::Prefix(Box::from(prefix))
         } else {
             HostKind::Exact(host.into_boxed_str())
         };

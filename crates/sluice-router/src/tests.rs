@@ -1003,7 +1003,7 @@ fn random_prefix(rng: &mut Rng) -> String {
             let mut path = String::new();
             for _ in 0..1 + rng.below(3) {
                 path.push('/');
-                path.push_str(*rng.pick(SEGMENTS));
+                path.push_str(rng.pick::<&str>(SEGMENTS));
             }
             if rng.chance(20) {
                 path.push('/');
@@ -1017,7 +1017,7 @@ fn random_path(rng: &mut Rng) -> String {
     let mut path = String::new();
     for _ in 0..rng.below(5) {
         path.push('/');
-        path.push_str(*rng.pick(PATH_PARTS));
+        path.push_str(rng.pick::<&str>(PATH_PARTS));
     }
     if path.is_empty() || rng.chance(15) {
         path.push('/');
@@ -1029,14 +1029,17 @@ fn random_request(rng: &mut Rng) -> Req {
     let scheme = *rng.pick(&["http", "https"]);
     let mut req = get(&random_path(rng))
         .scheme(scheme)
-        .method(*rng.pick(&["GET", "POST", "PUT", "DELETE"]))
-        .host(*rng.pick(REQUEST_HOSTS))
+        .method(rng.pick::<&str>(&["GET", "POST", "PUT", "DELETE"]))
+        .host(rng.pick::<&str>(REQUEST_HOSTS))
         .port(*rng.pick(PORTS));
     for _ in 0..rng.below(3) {
-        req = req.header(*rng.pick(HEADER_NAMES), *rng.pick(REQUEST_HEADER_VALUES));
+        req = req.header(
+            rng.pick::<&str>(HEADER_NAMES),
+            rng.pick::<&str>(REQUEST_HEADER_VALUES),
+        );
     }
     if scheme == "https" && rng.chance(70) {
-        req = req.sni(*rng.pick(REQUEST_SNIS));
+        req = req.sni(rng.pick::<&str>(REQUEST_SNIS));
     }
     req
 }
@@ -1056,7 +1059,7 @@ fn derived_request(rng: &mut Rng, spec: &RouteSpec<usize>) -> Req {
         .port(*rng.pick(PORTS));
 
     if spec.hosts.is_empty() {
-        req = req.host(*rng.pick(REQUEST_HOSTS));
+        req = req.host(rng.pick::<&str>(REQUEST_HOSTS));
     } else {
         let pattern = rng.pick(&spec.hosts).clone();
         let (name, port) = match pattern.split_once(':') {
@@ -1107,14 +1110,14 @@ fn derived_request(rng: &mut Rng, spec: &RouteSpec<usize>) -> Req {
         if !spec.snis.is_empty() {
             req = req.sni(rng.pick(&spec.snis).as_str());
         } else if rng.chance(50) {
-            req = req.sni(*rng.pick(REQUEST_SNIS));
+            req = req.sni(rng.pick::<&str>(REQUEST_SNIS));
         }
     }
 
     if rng.chance(30) {
         match rng.below(5) {
             0 => req = req.method("DELETE"),
-            1 => req = req.host(*rng.pick(REQUEST_HOSTS)),
+            1 => req = req.host(rng.pick::<&str>(REQUEST_HOSTS)),
             2 => req = req.port(*rng.pick(PORTS)),
             3 => {
                 req.headers.pop();

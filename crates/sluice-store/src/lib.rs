@@ -16,7 +16,7 @@ pub use error::StoreError;
 pub use rows::Stored;
 pub use sqlite::Store;
 
-use sluice_model::{Consumer, Plugin, Route, Service};
+pub use sluice_model::Snapshot;
 use uuid::Uuid;
 
 /// Default and maximum page sizes of Kong's Admin API.
@@ -49,14 +49,4 @@ pub struct Page<E> {
     pub data: Vec<E>,
     /// Present when there is a next page.
     pub offset: Option<String>,
-}
-
-/// Everything in the store at one config version, read in one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub version: u64,
-    pub services: Vec<Service>,
-    pub routes: Vec<Route>,
-    pub consumers: Vec<Consumer>,
-    pub plugins: Vec<Plugin>,
 }

@@ -226,6 +226,36 @@ impl Store {
         Ok(true)
     }
 
+    /// Replaces the whole config with `snapshot`'s entities in one transaction (DB-less loads,
+    /// `POST /config`). Either all of it is applied or none.
+    pub async fn replace_all(
+        &self,
+        services: &[sluice_model::Service],
+        routes: &[sluice_model::Route],
+        consumers: &[sluice_model::Consumer],
+        plugins: &[sluice_model::Plugin],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for table in ["plugins", "routes", "services", "consumers"] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for entity in consumers {
+            write(&mut tx, entity).await?;
+        }
+        for entity in services {
+            write(&mut tx, entity).await?;
+        }
+        for entity in routes {
+            write(&mut tx, entity).await?;
+        }
+        for entity in plugins {
+            write(&mut tx, entity).await?;
+        }
+        self.commit(tx).await
+    }
+
     /// Bumps the version, commits, then tells subscribers.
     async fn commit(&self, mut tx: Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
         let version: i64 = sqlx::query_scalar(

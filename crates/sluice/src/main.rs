@@ -3,6 +3,7 @@
 //! This binary is thin: it parses the CLI (every flag also reads `SLUICE_<FLAG>`), sets up
 //! logging, and wires the library crates together. It is the only crate that uses `anyhow`.
 
+mod dataplane;
 mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,7 +76,10 @@ async fn migrations(action: MigrationsAction) -> anyhow::Result<()> {
         MigrationsAction::Status { database } => (database, true),
     };
     // Opening the store applies pending migrations.
-    let store = sluice_store::Store::open(&start::database_url(&database)?).await?;
+    let Some(url) = start::database_url(&database)? else {
+        anyhow::bail!("migrations need a database; --database off has none");
+    };
+    let store = sluice_store::Store::open(&url).await?;
     for (version, description, applied) in store.migration_status().await? {
         if show {
             let state = if applied { "applied" } else { "pending" };

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use sluice_admin::{AdminState, NodeInfo};
 use sluice_model::Schemas;
+use sluice_proxy::{Live, ProxyConfig};
 use sluice_store::Store;
 use tokio::net::TcpListener;
 
@@ -51,18 +52,19 @@ pub enum Role {
     DataPlane,
 }
 
-/// Normalizes `--database` into a sqlx URL (`sluice.db` → `sqlite://sluice.db`).
-pub fn database_url(database: &str) -> anyhow::Result<String> {
+/// Normalizes `--database` into a sqlx URL (`sluice.db` → `sqlite://sluice.db`); `None` for
+/// DB-less mode.
+pub fn database_url(database: &str) -> anyhow::Result<Option<String>> {
     if database.starts_with("sqlite:") {
-        Ok(database.to_owned())
+        Ok(Some(database.to_owned()))
     } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         bail!("PostgreSQL is not supported yet; use --database sqlite://PATH")
     } else if database == "off" {
-        bail!("DB-less mode (--database off) is not supported yet; use --database sqlite://PATH")
+        Ok(None)
     } else if database.ends_with(".db") || database.contains('/') {
-        Ok(format!("sqlite://{database}"))
+        Ok(Some(format!("sqlite://{database}")))
     } else {
-        bail!("unsupported --database '{database}': use sqlite://PATH")
+        bail!("unsupported --database '{database}': use sqlite://PATH or off")
     }
 }
 
@@ -70,39 +72,89 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     if args.role != Role::Traditional {
         bail!("only --role traditional is supported yet");
     }
-    if args.declarative_config.is_some() {
-        bail!("--declarative-config needs DB-less mode, which is not supported yet");
-    }
-    let url = database_url(&args.database)?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening the store at {url}"))?;
     let schemas = Arc::new(Schemas::embedded().context("loading the embedded schemas")?);
+    let (store, dbless) = match database_url(&args.database)? {
+        Some(url) => {
+            if args.declarative_config.is_some() {
+                bail!("--declarative-config needs --database off (DB-less mode)");
+            }
+            let store = Store::open(&url)
+                .await
+                .with_context(|| format!("opening the store at {url}"))?;
+            (store, false)
+        }
+        None => {
+            // DB-less: the config lives in a private SQLite file under --prefix, rebuilt from
+            // the declarative file at every start (Kong keeps it in LMDB).
+            std::fs::create_dir_all(&args.prefix)
+                .with_context(|| format!("creating --prefix {}", args.prefix.display()))?;
+            let path = args.prefix.join("dbless.db");
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            let store = Store::open(&format!("sqlite://{}", path.display()))
+                .await
+                .context("creating the DB-less config store")?;
+            (store, true)
+        }
+    };
+
+    let mut registry = sluice_plugin::Registry::default();
+    sluice_plugins::register_all(&mut registry);
+    let live = Live::new(Arc::new(registry));
+
+    if dbless {
+        match &args.declarative_config {
+            Some(file) => crate::dataplane::follow_file(file.clone(), store.clone(), schemas.clone())
+                .await
+                .context("loading --declarative-config")?,
+            None => tracing::info!("DB-less mode without --declarative-config: serving an empty config until POST /config"),
+        }
+    }
+    tokio::spawn(crate::dataplane::follow_store(store.clone(), live.clone()));
 
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the Admin API on {}", args.admin_listen))?;
+    let proxy = TcpListener::bind(args.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy on {}", args.proxy_listen))?;
     let admin_addr = admin.local_addr()?;
+    let proxy_addr = proxy.local_addr()?;
     let node = NodeInfo {
         node_id: uuid::Uuid::new_v4().to_string(),
         hostname: hostname(),
         role: "traditional".to_owned(),
-        database: "sqlite".to_owned(),
+        database: if dbless { "off" } else { "sqlite" }.to_owned(),
         admin_listen: admin_addr.to_string(),
-        proxy_listen: args.proxy_listen.to_string(),
+        proxy_listen: proxy_addr.to_string(),
     };
-    let state = AdminState::new(store.clone(), schemas, node);
+    let state = AdminState::new(store.clone(), schemas, node, dbless);
     let app = sluice_admin::router(state);
     tracing::info!(
         admin = %admin_addr,
-        database = %url,
+        proxy = %proxy_addr,
+        database = %args.database,
         version = store.version(),
-        "sluice started; Admin API listening"
+        "sluice started"
     );
-    axum::serve(admin, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the Admin API")?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let admin_server = axum::serve(admin, app).with_graceful_shutdown(stopped());
+    let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let (admin_result, proxy_result) = tokio::join!(admin_server, proxy_server);
+    admin_result.context("serving the Admin API")?;
+    proxy_result.context("serving the proxy")?;
     store.close().await;
     tracing::info!("sluice stopped");
     Ok(())

@@ -32,15 +32,47 @@ fn services() {
     use EntityKind::Service as S;
     check(S, json!({"host": "example.com"}), None);
     check(S, json!({"url": "https://example.com:8443/v1"}), None);
-    check(S, json!({}), Some("schema violation (host: required field missing)"));
-    check(S, json!({"host": "a:1"}), Some("schema violation (host: must not have a port)"));
-    check(S, json!({"host": "x", "port": 0.5}), Some("schema violation (port: expected an integer)"));
+    check(
+        S,
+        json!({}),
+        Some("schema violation (host: required field missing)"),
+    );
+    check(
+        S,
+        json!({"host": "a:1"}),
+        Some("schema violation (host: must not have a port)"),
+    );
+    check(
+        S,
+        json!({"host": "x", "port": 0.5}),
+        Some("schema violation (port: expected an integer)"),
+    );
     check(S, json!({"host": "x", "protocol": "ftp"}), Some("schema violation (protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp)"));
-    check(S, json!({"host": "x", "path": "/a//b"}), Some("schema violation (path: must not have empty segments)"));
-    check(S, json!({"host": "x", "path": "/a/../b"}), Some("schema violation (path: non-normalized path, consider use '/b' instead)"));
-    check(S, json!({"host": "x", "protocol": "tcp", "path": "/a"}), Some("schema violation (path: value must be null when 'protocol' is 'tcp')"));
-    check(S, json!({"host": "x", "tls_verify": true}), Some("schema violation (tls_verify: value must be null when 'protocol' is 'http')"));
-    check(S, json!({"url": "example.com"}), Some("schema violation (url: missing scheme in url 'example.com')"));
+    check(
+        S,
+        json!({"host": "x", "path": "/a//b"}),
+        Some("schema violation (path: must not have empty segments)"),
+    );
+    check(
+        S,
+        json!({"host": "x", "path": "/a/../b"}),
+        Some("schema violation (path: non-normalized path, consider use '/b' instead)"),
+    );
+    check(
+        S,
+        json!({"host": "x", "protocol": "tcp", "path": "/a"}),
+        Some("schema violation (path: value must be null when 'protocol' is 'tcp')"),
+    );
+    check(
+        S,
+        json!({"host": "x", "tls_verify": true}),
+        Some("schema violation (tls_verify: value must be null when 'protocol' is 'http')"),
+    );
+    check(
+        S,
+        json!({"url": "example.com"}),
+        Some("schema violation (url: missing scheme in url 'example.com')"),
+    );
     check(S, json!({"host": "x", "tags": ["a,b"]}), Some("schema violation (tags.0: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences)"));
     check(S, json!({"name": "ünïcode-ok", "host": "x"}), None);
     check(S, json!({"host": "x", "retries": -1, "read_timeout": 0}), Some("2 schema violations (read_timeout: value should be between 1 and 2147483646; retries: value should be between 0 and 32767)"));
@@ -52,7 +84,12 @@ fn service_url_shorthand_fills_protocol_host_port_path() {
         .build(with_meta(json!({"url": "https://api.example.com"})))
         .expect("valid");
     assert_eq!(
-        (service.protocol.as_str(), service.host.as_str(), service.port, service.path),
+        (
+            service.protocol.as_str(),
+            service.host.as_str(),
+            service.port,
+            service.path
+        ),
         ("https", "api.example.com", 443, None)
     );
     let service: Service = schemas()
@@ -68,23 +105,44 @@ fn routes() {
     check(R, json!({"paths": ["~/users/(?<id>\\d+)$"]}), None);
     check(R, json!({"paths": ["~/broken("]}), Some("schema violation (paths.0: invalid regex: '/broken(' (regex parse error:\n    /broken(\n           ^\nerror: unclosed group))"));
     check(R, json!({"hosts": ["*.example.com", "example.*"]}), None);
-    check(R, json!({"hosts": ["*.*.com"]}), Some("schema violation (hosts.0: invalid wildcard: must have at most one wildcard)"));
+    check(
+        R,
+        json!({"hosts": ["*.*.com"]}),
+        Some("schema violation (hosts.0: invalid wildcard: must have at most one wildcard)"),
+    );
     check(R, json!({"hosts": ["a.*.com"]}), Some("schema violation (hosts.0: invalid wildcard: must be placed at leftmost or rightmost label)"));
-    check(R, json!({"methods": ["get"]}), Some("schema violation (methods.0: invalid value: get)"));
+    check(
+        R,
+        json!({"methods": ["get"]}),
+        Some("schema violation (methods.0: invalid value: get)"),
+    );
     check(R, json!({"headers": {"host": ["a"]}}), Some("schema violation (headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute)"));
     check(R, json!({"protocols": ["http"], "snis": ["a.com"], "paths": ["/"]}), Some("schema violation (snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough')"));
     check(R, json!({"protocols": ["http", "tcp"], "paths": ["/"]}), Some("schema violation (protocols: these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'))"));
-    check(R, json!({"protocols": ["tcp"], "sources": [{"ip": "10.0.0.0/8"}]}), None);
-    check(R, json!({"paths": ["/a"], "sources": [{"ip": "10.0.0.0/8"}]}), Some("schema violation (cannot set 'sources' when 'protocols' is 'http' or 'https')"));
+    check(
+        R,
+        json!({"protocols": ["tcp"], "sources": [{"ip": "10.0.0.0/8"}]}),
+        None,
+    );
+    check(
+        R,
+        json!({"paths": ["/a"], "sources": [{"ip": "10.0.0.0/8"}]}),
+        Some("schema violation (cannot set 'sources' when 'protocols' is 'http' or 'https')"),
+    );
     check(R, json!({"paths": ["/a"], "https_redirect_status_code": 200}), Some("schema violation (https_redirect_status_code: expected one of: 426, 301, 302, 307, 308)"));
 }
 
 #[test]
 fn sets_drop_duplicates_like_kong() {
     let route: Route = schemas()
-        .build(with_meta(json!({"methods": ["GET", "GET", "POST"], "tags": ["a", "a"]})))
+        .build(with_meta(
+            json!({"methods": ["GET", "GET", "POST"], "tags": ["a", "a"]}),
+        ))
         .expect("valid");
-    assert_eq!(route.methods, Some(vec!["GET".to_owned(), "POST".to_owned()]));
+    assert_eq!(
+        route.methods,
+        Some(vec!["GET".to_owned(), "POST".to_owned()])
+    );
     assert_eq!(route.tags, Some(vec!["a".to_owned()]));
 }
 
@@ -96,8 +154,16 @@ fn plugins() {
     check(P, json!({"name": "nope"}), Some("schema violation (name: plugin 'nope' not enabled; add it to the 'plugins' configuration property)"));
     check(P, json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/embeddings", "model": {"provider": "xai"}}}), Some("schema violation (config.route_type: route_type 'llm/v1/embeddings' is not supported by provider 'xai')"));
     check(P, json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/chat", "model": {"provider": "anthropic"}}}), Some("schema violation (config.model.provider: provider 'anthropic' is not supported by Sluice yet (supported: openai, xai))"));
-    check(P, json!({"name": "ai-proxy", "config": {"model": {"provider": "openai"}}}), Some("schema violation (config.route_type: required field missing)"));
-    check(P, json!({"name": "rate-limiting", "config": {"minute": 0}}), Some("schema violation (config.minute: value must be greater than 0)"));
+    check(
+        P,
+        json!({"name": "ai-proxy", "config": {"model": {"provider": "openai"}}}),
+        Some("schema violation (config.route_type: required field missing)"),
+    );
+    check(
+        P,
+        json!({"name": "rate-limiting", "config": {"minute": 0}}),
+        Some("schema violation (config.minute: value must be greater than 0)"),
+    );
 }
 
 #[test]
@@ -110,10 +176,16 @@ fn plugin_defaults_are_filled_and_unset_fields_are_null() {
         .expect("valid");
     assert_eq!(value["config"]["response_streaming"], "allow");
     assert_eq!(value["config"]["max_request_body_size"], 1048576);
-    assert_eq!(value["config"]["logging"], json!({"log_statistics": false, "log_payloads": false}));
+    assert_eq!(
+        value["config"]["logging"],
+        json!({"log_statistics": false, "log_payloads": false})
+    );
     assert!(value["config"].as_object().unwrap().contains_key("auth"));
     assert!(value["config"]["auth"].is_null());
-    assert_eq!(value["protocols"], json!(["grpc", "grpcs", "http", "https"]));
+    assert_eq!(
+        value["protocols"],
+        json!(["grpc", "grpcs", "http", "https"])
+    );
 }
 
 #[test]

@@ -1,0 +1,13 @@
+//! Built-in plugins. Each module is one plugin: a typed config (deserialized once, when a
+//! snapshot compiles), a factory, and a handler implementing the phases it needs.
+
+pub mod rate_limiting;
+
+use std::sync::Arc;
+
+use sluice_plugin::Registry;
+
+/// Registers every built-in plugin.
+pub fn register_all(registry: &mut Registry) {
+    registry.register(Arc::new(rate_limiting::Factory::default()));
+}

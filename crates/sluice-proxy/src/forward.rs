@@ -1,0 +1,109 @@
+//! Sending one request upstream: URI, retries on connection failure, the response timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use sluice_plugin::{Body, BoxError, RequestBody, Upstream};
+
+use crate::upstream::HttpClient;
+
+/// Why the upstream gave no response.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream connection failed: {0}")]
+    Connect(String),
+    #[error("upstream request failed: {0}")]
+    Failed(String),
+    #[error("invalid upstream uri: {0}")]
+    Uri(String),
+}
+
+pub struct Attempt<'a> {
+    pub client: &'a HttpClient,
+    pub upstream: &'a Upstream,
+    pub retries: u16,
+    /// Bound on the time to response headers: connect + write + read timeouts.
+    pub timeout: Duration,
+}
+
+// === impl Attempt ===
+
+impl Attempt<'_> {
+    /// Sends the request. A connection failure is retried up to `retries` times when the body
+    /// can be replayed (buffered or empty); a streamed body is sent once.
+    pub async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: RequestBody,
+    ) -> Result<http::Response<Incoming>, ForwardError> {
+        let uri = self.uri()?;
+        let replayable: Option<Bytes> = match &body {
+            RequestBody::Buffered(bytes) => Some(bytes.clone()),
+            RequestBody::Stream(stream) if http_body::Body::is_end_stream(stream) => {
+                Some(Bytes::new())
+            }
+            RequestBody::Stream(_) => None,
+        };
+        let mut body = Some(body);
+        let mut attempt = 0u16;
+        loop {
+            let this_body: Body = match (&replayable, body.take()) {
+                (Some(bytes), _) => full(bytes.clone()),
+                (None, Some(RequestBody::Stream(stream))) => stream,
+                (None, Some(RequestBody::Buffered(bytes))) => full(bytes),
+                (None, None) => unreachable!("a streamed body is only sent once"),
+            };
+            let mut request = http::Request::from_parts(parts.clone(), this_body);
+            *request.uri_mut() = uri.clone();
+            *request.version_mut() = http::Version::HTTP_11;
+            let result = tokio::time::timeout(self.timeout, self.client.request(request)).await;
+            match result {
+                Err(_) => return Err(ForwardError::Timeout),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) if error.is_connect() => {
+                    if replayable.is_some() && attempt < self.retries {
+                        attempt += 1;
+                        continue;
+                    }
+                    let message = error_chain(&error);
+                    if message.contains("timed out") || message.contains("deadline") {
+                        return Err(ForwardError::Timeout);
+                    }
+                    return Err(ForwardError::Connect(message));
+                }
+                Ok(Err(error)) => return Err(ForwardError::Failed(error_chain(&error))),
+            }
+        }
+    }
+
+    fn uri(&self) -> Result<http::Uri, ForwardError> {
+        let upstream = self.upstream;
+        let scheme = if upstream.https { "https" } else { "http" };
+        let text = format!(
+            "{scheme}://{}:{}{}",
+            upstream.host, upstream.port, upstream.path_and_query
+        );
+        text.parse().map_err(|_| ForwardError::Uri(text))
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync()
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

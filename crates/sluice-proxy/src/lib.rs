@@ -1,0 +1,71 @@
+//! The data plane.
+//!
+//! - [`compile`]: a config [`Snapshot`](sluice_model::Snapshot) becomes a [`Compiled`]: the
+//!   router, and per route its service target, upstream client and plugin chain. Every
+//!   fallible step happens here, off the request path.
+//! - [`Live`]: the only holder of the `ArcSwap<Compiled>`. A swap is one infallible
+//!   `ArcSwap::store`; requests in flight finish on the snapshot they loaded.
+//! - [`server`]: the hyper listener (HTTP/1.1 and HTTP/2) and the per-request pipeline.
+//!
+//! **Architecture Invariant:** nothing on the request path parses config or can fail to
+//! compile; it only reads the `Compiled` it loaded once at the start of the request.
+
+pub mod compile;
+mod forward;
+mod response_body;
+pub mod server;
+mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sluice_model::Snapshot;
+use sluice_plugin::Registry;
+
+pub use compile::{CompileError, Compiled};
+pub use server::{serve, ProxyConfig};
+pub use upstream::Clients;
+
+/// The live config of a data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    current: Arc<ArcSwap<Compiled>>,
+    registry: Arc<Registry>,
+    pub(crate) clients: Arc<Clients>,
+}
+
+// === impl Live ===
+
+impl Live {
+    /// Starts with an empty config (every request gets Kong's 404) until the first swap.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(Compiled::empty())),
+            registry,
+            clients: Arc::new(Clients::default()),
+        }
+    }
+
+    /// Compiles `snapshot` and, only if that succeeds, makes it the live config. On failure
+    /// the previous config keeps serving and the error says why.
+    pub fn apply(&self, snapshot: &Snapshot) -> Result<u64, CompileError> {
+        let compiled = compile::compile(snapshot, &self.registry, &self.clients)?;
+        let version = compiled.version;
+        self.current.store(Arc::new(compiled));
+        Ok(version)
+    }
+
+    /// The config version being served.
+    pub fn version(&self) -> u64 {
+        self.current.load().version
+    }
+
+    /// The number of routes being served.
+    pub fn routes(&self) -> usize {
+        self.current.load().router.len()
+    }
+
+    pub(crate) fn load(&self) -> Arc<Compiled> {
+        self.current.load_full()
+    }
+}

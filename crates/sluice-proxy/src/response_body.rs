@@ -1,0 +1,165 @@
+//! The response body on its way to the client: streamed frame by frame, through the body
+//! filters of the route's plugins, with the service's read timeout between frames, and the
+//! log phase run once when it ends (or when the client goes away).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use sluice_plugin::{Body, BoxError, PluginState, RequestCtx};
+use tokio::time::{Instant, Sleep};
+
+use crate::compile::RouteTarget;
+
+/// The per-request plugin state carried from the access phase to the log phase.
+pub struct Phases {
+    pub target: Arc<RouteTarget>,
+    pub ctx: RequestCtx,
+    pub states: Vec<PluginState>,
+}
+
+pub struct ResponseBody {
+    inner: Body,
+    read_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    phases: Option<Box<Phases>>,
+    /// Chunks produced by `body_end` hooks, sent before the end of the stream.
+    tail: Vec<Bytes>,
+    ended: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream read timed out after {0:?}")]
+struct ReadTimeout(Duration);
+
+// === impl ResponseBody ===
+
+impl ResponseBody {
+    pub fn new(inner: Body, read_timeout: Duration, phases: Option<Box<Phases>>) -> Self {
+        Self {
+            inner,
+            read_timeout,
+            sleep: Box::pin(tokio::time::sleep(read_timeout)),
+            phases,
+            tail: Vec::new(),
+            ended: false,
+        }
+    }
+
+    fn filter(&mut self, chunk: Bytes) -> Bytes {
+        let Some(phases) = self.phases.as_deref_mut() else {
+            return chunk;
+        };
+        if !phases.target.has_body_filter {
+            return chunk;
+        }
+        let mut chunk = chunk;
+        for (handler, state) in phases.target.chain.iter().zip(phases.states.iter_mut()) {
+            chunk = handler.body_filter(chunk, &mut phases.ctx, state);
+        }
+        chunk
+    }
+
+    fn end(&mut self) {
+        let Some(phases) = self.phases.as_deref_mut() else {
+            return;
+        };
+        if phases.target.has_body_filter {
+            for (handler, state) in phases.target.chain.iter().zip(phases.states.iter_mut()) {
+                if let Some(chunk) = handler.body_end(&mut phases.ctx, state) {
+                    self.tail.push(chunk);
+                }
+            }
+        }
+        self.tail.reverse(); // popped from the back
+    }
+
+    fn log(&mut self) {
+        if let Some(phases) = self.phases.take() {
+            run_log(&phases);
+        }
+    }
+}
+
+/// The log phase. Runs after the last byte, never before the response is sent.
+pub fn run_log(phases: &Phases) {
+    for (handler, state) in phases.target.chain.iter().zip(phases.states.iter()) {
+        handler.log(&phases.ctx, state);
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                if let Some(chunk) = this.tail.pop() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                this.log();
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + this.read_timeout;
+                    this.sleep.as_mut().reset(deadline);
+                    match frame.into_data() {
+                        Ok(data) => {
+                            let data = this.filter(data);
+                            if data.is_empty() {
+                                continue; // a filter held this chunk back
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.ended = true;
+                    this.log();
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    this.end();
+                }
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.ended = true;
+                        this.log();
+                        return Poll::Ready(Some(Err(Box::new(ReadTimeout(this.read_timeout)))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.tail.is_empty() && self.phases.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.phases {
+            Some(p) if p.target.has_body_filter => SizeHint::default(),
+            _ => self.inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // The client went away mid-body: the log phase still runs, once.
+        self.log();
+    }
+}

@@ -1,0 +1,500 @@
+//! The proxy listener and the pipeline of one request:
+//! match → access phase → upstream → header phase → body phase → log phase.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sluice_plugin::{Body, BoxError, Flow, ProxyRequest, RequestBody, RequestCtx, Upstream};
+use tokio::net::TcpListener;
+
+use crate::compile::RouteTarget;
+use crate::forward::{Attempt, ForwardError};
+use crate::response_body::{run_log, Phases, ResponseBody};
+use crate::upstream::HttpClient;
+use crate::Live;
+
+/// Settings of the proxy listener.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Shared {
+    live: Live,
+    via: HeaderValue,
+    id_prefix: u32,
+    next_id: AtomicU64,
+    /// For routes without a service whose upstream a plugin sets (ai-proxy).
+    default_client: HttpClient,
+}
+
+static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
+static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-sluice-proxy-latency");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-sluice-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (up to the grace period).
+pub async fn serve(
+    listener: TcpListener,
+    live: Live,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let shared = Arc::new(Shared {
+        default_client: live.clients.get(60_000, true),
+        live,
+        via: HeaderValue::from_static(concat!("1.1 sluice/", env!("CARGO_PKG_VERSION"))),
+        id_prefix: std::process::id() ^ (Instant::now().elapsed().subsec_nanos()),
+        next_id: AtomicU64::new(0),
+    });
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "proxy accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        let shared = shared.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, request, peer, local_port).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "proxy connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(config.shutdown_grace) => {
+            tracing::warn!("proxy shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn handle(
+    shared: &Shared,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    local_port: u16,
+) -> Response<Body> {
+    let started = Instant::now();
+    let compiled = shared.live.load();
+    let request_id = format!(
+        "{:08x}{:016x}",
+        shared.id_prefix,
+        shared.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let (mut parts, body) = request.into_parts();
+
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let raw_path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+    let path = sluice_router::normalize_path(&raw_path).into_owned();
+    // The router normalizes the raw path itself; normalizing twice would decode twice.
+    let found = compiled.router.find_any_protocol(&sluice_router::Request {
+        scheme: "http",
+        method: parts.method.as_str(),
+        host: &host_header,
+        port: local_port,
+        path: &raw_path,
+        headers: &parts.headers,
+        sni: None,
+    });
+    let Some(found) = found else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no Route matched with those values",
+            &request_id,
+        );
+    };
+    let target: Arc<RouteTarget> = found.payload.clone();
+    let matched_path = found.matched_path.clone();
+    if target.https_only {
+        // Kong's answer to plain http on an https-only route.
+        let mut response = error(
+            StatusCode::from_u16(target.https_redirect_status_code)
+                .unwrap_or(StatusCode::UPGRADE_REQUIRED),
+            "Please use HTTPS protocol",
+            &request_id,
+        );
+        if response.status() == StatusCode::UPGRADE_REQUIRED {
+            let headers = response.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::UPGRADE,
+                HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+            );
+        } else if let Ok(location) = HeaderValue::from_str(&format!(
+            "https://{}{}",
+            strip_port(&host_header),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        )) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
+    if let Some(reason) = &target.unavailable {
+        return error(StatusCode::SERVICE_UNAVAILABLE, reason, &request_id);
+    }
+
+    let upstream = match &target.service {
+        Some(service) => Upstream {
+            https: service.https,
+            host: service.host.clone(),
+            port: service.port,
+            path_and_query: sluice_router::upstream_path(
+                service.path.as_deref(),
+                &path,
+                query.as_deref(),
+                matched_path.as_deref(),
+                target.strip_path,
+                target.path_handling,
+            ),
+            host_header: if target.preserve_host {
+                host_header.clone()
+            } else {
+                host_with_port(&service.host, service.port, service.https)
+            },
+        },
+        None => Upstream {
+            https: false,
+            host: String::new(),
+            port: 0,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            host_header: host_header.clone(),
+        },
+    };
+
+    forwarded_headers(
+        &mut parts.headers,
+        peer,
+        local_port,
+        &host_header,
+        &raw_path,
+        matched_path.as_deref().filter(|_| target.strip_path),
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert(X_REQUEST_ID.clone(), value);
+    }
+    parts.headers.append(header::VIA, shared.via.clone());
+
+    let mut ctx = RequestCtx {
+        request_id,
+        route_id: target.route_id,
+        service_id: target.service.as_ref().map(|s| s.id),
+        consumer_id: None,
+        client_addr: peer,
+        started,
+        upstream,
+        upstream_latency: None,
+        status: 0,
+        log: serde_json::Map::new(),
+    };
+    let mut states: Vec<sluice_plugin::PluginState> = std::iter::repeat_with(|| None)
+        .take(target.chain.len())
+        .collect();
+
+    // Access phase.
+    let mut proxy_request = ProxyRequest {
+        parts,
+        body: RequestBody::Stream(body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+    };
+    for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
+        if let Flow::Respond(response) = handler.access(&mut proxy_request, &mut ctx, state).await {
+            let (mut parts, bytes) = response.into_parts();
+            ctx.status = parts.status.as_u16();
+            finish_headers(shared, &mut parts.headers, &ctx, started, None);
+            let phases = Phases {
+                target: target.clone(),
+                ctx,
+                states,
+            };
+            run_log(&phases);
+            return Response::from_parts(parts, full(bytes));
+        }
+    }
+
+    if ctx.upstream.host.is_empty() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no Service found with those values",
+            &ctx.request_id,
+        );
+    }
+    let upstream_header = HeaderValue::from_str(&ctx.upstream.host_header).ok();
+    let ProxyRequest { mut parts, body } = proxy_request;
+    strip_hop_by_hop(&mut parts.headers);
+    match upstream_header {
+        Some(host) => {
+            parts.headers.insert(header::HOST, host);
+        }
+        None => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+
+    let (client, retries, timeout, read_timeout) = match &target.service {
+        Some(s) => (
+            &s.client,
+            s.retries,
+            s.connect_timeout + s.write_timeout + s.read_timeout,
+            s.read_timeout,
+        ),
+        None => (
+            &shared.default_client,
+            5,
+            Duration::from_secs(180),
+            Duration::from_secs(60),
+        ),
+    };
+    let attempt = Attempt {
+        client,
+        upstream: &ctx.upstream,
+        retries,
+        timeout,
+    };
+    let sent_at = Instant::now();
+    let result = attempt.send(parts, body).await;
+    let upstream_latency = sent_at.elapsed();
+    ctx.upstream_latency = Some(upstream_latency);
+    let response = match result {
+        Ok(response) => response,
+        Err(failure) => {
+            let (status, message) = match &failure {
+                ForwardError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The upstream server is timing out",
+                ),
+                _ => (
+                    StatusCode::BAD_GATEWAY,
+                    "An invalid response was received from the upstream server",
+                ),
+            };
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                upstream = %ctx.upstream.host,
+                error = %failure,
+                "upstream request failed"
+            );
+            ctx.status = status.as_u16();
+            let mut response = error(status, message, &ctx.request_id);
+            finish_headers(
+                shared,
+                response.headers_mut(),
+                &ctx,
+                started,
+                Some(upstream_latency),
+            );
+            run_log(&Phases {
+                target,
+                ctx,
+                states,
+            });
+            return response;
+        }
+    };
+
+    // Header phase.
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
+        handler.header_filter(&mut parts, &mut ctx, state);
+    }
+    if target.has_body_filter {
+        // A filter may change the length; let hyper frame the body.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    ctx.status = parts.status.as_u16();
+    finish_headers(
+        shared,
+        &mut parts.headers,
+        &ctx,
+        started + upstream_latency,
+        Some(upstream_latency),
+    );
+
+    // Body and log phases run as the body streams to the client.
+    let phases = Box::new(Phases {
+        target,
+        ctx,
+        states,
+    });
+    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    let body = ResponseBody::new(body, read_timeout, Some(phases));
+    Response::from_parts(parts, BodyExt::boxed_unsync(body))
+}
+
+/// Latency, request id and `Via` headers on the response.
+fn finish_headers(
+    shared: &Shared,
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    proxy_started: Instant,
+    upstream_latency: Option<Duration>,
+) {
+    if let Some(latency) = upstream_latency {
+        headers.insert(
+            X_UPSTREAM_LATENCY.clone(),
+            HeaderValue::from(latency.as_millis() as u64),
+        );
+    }
+    // Time spent in Sluice itself (the upstream's share subtracted by the caller).
+    headers.insert(
+        X_PROXY_LATENCY.clone(),
+        HeaderValue::from(proxy_started.elapsed().as_millis() as u64),
+    );
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(X_REQUEST_ID.clone(), value);
+    }
+    headers.append(header::VIA, shared.via.clone());
+}
+
+fn forwarded_headers(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    local_port: u16,
+    host_header: &str,
+    raw_path: &str,
+    stripped_prefix: Option<&str>,
+) {
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {client_ip}"),
+        None => client_ip,
+    };
+    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), value);
+        }
+    };
+    set(headers, &X_FORWARDED_FOR, &forwarded_for);
+    set(headers, &X_FORWARDED_PROTO, "http");
+    set(headers, &X_FORWARDED_HOST, strip_port(host_header));
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(local_port));
+    set(headers, &X_FORWARDED_PATH, raw_path);
+    if let Some(prefix) = stripped_prefix {
+        set(headers, &X_FORWARDED_PREFIX, prefix);
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are not forwarded.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(listed) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        for name in listed.split(',') {
+            let name = name.trim();
+            if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn host_with_port(host: &str, port: u16, https: bool) -> String {
+    if (https && port == 443) || (!https && port == 80) {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Kong's error body: `{"message": ..., "request_id": ...}`.
+fn error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({ "message": message, "request_id": request_id });
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync()
+}

@@ -1,0 +1,107 @@
+//! Feeding the data plane: follow the store's config version and compile each new snapshot
+//! off the request path; in DB-less mode, also watch the declarative file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sluice_model::Schemas;
+use sluice_proxy::Live;
+use sluice_store::Store;
+use tokio::sync::mpsc;
+
+/// Compiles the store's snapshot every time its config version changes. Changes that arrive
+/// while a compile runs are coalesced into one (the watch channel keeps only the newest).
+pub async fn follow_store(store: Store, live: Live) {
+    let mut versions = store.subscribe();
+    loop {
+        let wanted = *versions.borrow_and_update();
+        if wanted != live.version() || live.version() == 0 {
+            apply_latest(&store, &live).await;
+        }
+        if versions.changed().await.is_err() {
+            return; // the store closed: the process is shutting down
+        }
+    }
+}
+
+async fn apply_latest(store: &Store, live: &Live) {
+    let snapshot = match store.snapshot().await {
+        Ok(snapshot) => snapshot,
+        Err(error) => {
+            tracing::error!(%error, "reading the config snapshot failed; keeping the current config");
+            return;
+        }
+    };
+    let live = live.clone();
+    let version = snapshot.version;
+    let routes = snapshot.routes.len();
+    // Compiling 100k routes is CPU work; keep it off the async workers serving requests.
+    let result = tokio::task::spawn_blocking(move || live.apply(&snapshot)).await;
+    match result {
+        Ok(Ok(_)) => tracing::debug!(version, routes, "data plane config swapped"),
+        Ok(Err(error)) => tracing::error!(
+            version,
+            %error,
+            "config rejected by the data plane; the previous config keeps serving"
+        ),
+        Err(error) => tracing::error!(%error, "config compile task failed"),
+    }
+}
+
+/// Loads `file` into the store now, then again whenever it changes. Editors that save by
+/// writing a new file and renaming it over the old one are handled by watching the directory.
+/// A broken file is logged with its location and the previous config keeps serving.
+pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> anyhow::Result<()> {
+    load_file(&file, &store, &schemas).await?;
+    let directory = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let file_name = file.file_name().map(ToOwned::to_owned);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(ToOwned::to_owned) == file_name)
+            {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        let _watcher = watcher; // dropped (and unwatched) when this task ends
+        while rx.recv().await.is_some() {
+            // Debounce: an editor's save is several events (truncate, write, rename).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+            if let Err(error) = load_file(&file, &store, &schemas).await {
+                tracing::error!("{error:#}");
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn load_file(file: &Path, store: &Store, schemas: &Schemas) -> anyhow::Result<()> {
+    let text = match tokio::fs::read_to_string(file).await {
+        Ok(text) => text,
+        Err(error) => anyhow::bail!(
+            "reading declarative config {}: {error}; keeping the previous config",
+            file.display()
+        ),
+    };
+    let name = file.display().to_string();
+    match sluice_admin::dbless::load(store, schemas, &name, &text).await {
+        Ok(version) => {
+            tracing::info!(file = %name, version, "declarative config loaded");
+            Ok(())
+        }
+        Err(error) => anyhow::bail!("{error}; keeping the previous config"),
+    }
+}
