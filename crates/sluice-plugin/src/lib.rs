@@ -55,6 +55,9 @@ pub struct RequestCtx {
     pub upstream: Upstream,
     /// Time from sending upstream to its response headers; set by the proxy.
     pub upstream_latency: Option<Duration>,
+    /// The request path after the part the route matched (with `strip_path`), e.g. `/file-1`
+    /// for `/openai/files/file-1` on a route `/openai/files`; the whole path otherwise.
+    pub path_suffix: String,
     /// The status sent to the client; set before `log`.
     pub status: u16,
     /// Structured fields the log phase emits (e.g. `ai.proxy.usage`).
@@ -115,6 +118,25 @@ pub trait PluginHandler: Send + Sync + 'static {
         _state: &mut PluginState,
     ) -> Flow {
         Flow::Continue
+    }
+
+    /// Whether this request's upstream response must be read whole before the header phase
+    /// (decided after `access`, e.g. a non-streaming LLM response whose shape is checked).
+    /// Streaming responses should say no: nothing is buffered unless a plugin asks.
+    fn buffer_response(&self, _ctx: &RequestCtx, _state: &PluginState) -> bool {
+        false
+    }
+
+    /// With a buffered response: sees (and may replace) the whole body and may change the
+    /// status and headers, before `header_filter`. `body_filter` is not called afterwards.
+    fn buffered_response(
+        &self,
+        _response: &mut http::response::Parts,
+        body: Bytes,
+        _ctx: &mut RequestCtx,
+        _state: &mut PluginState,
+    ) -> Bytes {
+        body
     }
 
     /// After the upstream's response headers arrive, before they go to the client.
@@ -183,37 +205,48 @@ impl Registry {
 
 impl ProxyRequest {
     /// Reads the whole body (at most `limit` bytes) and keeps it for the upstream request.
-    pub async fn buffer(&mut self, limit: usize) -> Result<Bytes, BodyError> {
-        if let RequestBody::Buffered(bytes) = &self.body {
-            return Ok(bytes.clone());
-        }
-        if let Some(length) = self
-            .parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-        {
-            if length > limit {
-                return Err(BodyError::TooLarge { limit });
+    ///
+    /// Returns a boxed `Send` future on purpose: proving `Send` for the body-collecting future
+    /// inside `#[async_trait]` methods trips a higher-ranked lifetime limitation of rustc;
+    /// boxing it here settles `Send` once, in a non-generic context.
+    pub fn buffer(
+        &mut self,
+        limit: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, BodyError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            if let RequestBody::Buffered(bytes) = &self.body {
+                return Ok(bytes.clone());
             }
-        }
-        let body = std::mem::replace(&mut self.body, RequestBody::Buffered(Bytes::new()));
-        let RequestBody::Stream(body) = body else {
-            unreachable!("checked above")
-        };
-        let limited = http_body_util::Limited::new(body, limit);
-        match limited.collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                self.body = RequestBody::Buffered(bytes.clone());
-                Ok(bytes)
+            if let Some(length) = self
+                .parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                if length > limit {
+                    return Err(BodyError::TooLarge { limit });
+                }
             }
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                Err(BodyError::TooLarge { limit })
+            let body = std::mem::replace(&mut self.body, RequestBody::Buffered(Bytes::new()));
+            let RequestBody::Stream(mut body) = body else {
+                unreachable!("checked above")
+            };
+            let mut collected = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(BodyError::Read)?;
+                if let Ok(data) = frame.into_data() {
+                    if collected.len() + data.len() > limit {
+                        return Err(BodyError::TooLarge { limit });
+                    }
+                    collected.extend_from_slice(&data);
+                }
             }
-            Err(error) => Err(BodyError::Read(error)),
-        }
+            let bytes = Bytes::from(collected);
+            self.body = RequestBody::Buffered(bytes.clone());
+            Ok(bytes)
+        })
     }
 
     /// Replaces the body (a plugin rewrote it); Content-Length follows.

@@ -49,15 +49,27 @@ impl Attempt<'_> {
             RequestBody::Stream(_) => None,
         };
         let mut body = Some(body);
+        let mut parts = Some(parts);
         let mut attempt = 0u16;
         loop {
+            let retry_possible = replayable.is_some() && attempt < self.retries;
             let this_body: Body = match (&replayable, body.take()) {
+                (Some(_), Some(RequestBody::Stream(stream))) => stream, // empty: reuse it
                 (Some(bytes), _) => full(bytes.clone()),
                 (None, Some(RequestBody::Stream(stream))) => stream,
                 (None, Some(RequestBody::Buffered(bytes))) => full(bytes),
                 (None, None) => unreachable!("a streamed body is only sent once"),
             };
-            let mut request = http::Request::from_parts(parts.clone(), this_body);
+            // Clone the head only when another attempt may need it.
+            let this_parts = if retry_possible {
+                parts.clone()
+            } else {
+                parts.take()
+            };
+            let Some(this_parts) = this_parts else {
+                unreachable!("the last attempt takes the parts")
+            };
+            let mut request = http::Request::from_parts(this_parts, this_body);
             *request.uri_mut() = uri.clone();
             *request.version_mut() = http::Version::HTTP_11;
             let result = tokio::time::timeout(self.timeout, self.client.request(request)).await;

@@ -25,7 +25,9 @@ pub struct Phases {
 pub struct ResponseBody {
     inner: Body,
     read_timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed lazily, the first time the upstream makes us wait: most small bodies arrive in
+    /// the first poll and never need a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     phases: Option<Box<Phases>>,
     /// Chunks produced by `body_end` hooks, sent before the end of the stream.
     tail: Vec<Bytes>,
@@ -43,7 +45,7 @@ impl ResponseBody {
         Self {
             inner,
             read_timeout,
-            sleep: Box::pin(tokio::time::sleep(read_timeout)),
+            sleep: None,
             phases,
             tail: Vec::new(),
             ended: false,
@@ -111,8 +113,9 @@ impl HttpBody for ResponseBody {
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = Instant::now() + this.read_timeout;
-                    this.sleep.as_mut().reset(deadline);
+                    if let Some(sleep) = this.sleep.as_mut() {
+                        sleep.as_mut().reset(Instant::now() + this.read_timeout);
+                    }
                     match frame.into_data() {
                         Ok(data) => {
                             let data = this.filter(data);
@@ -134,7 +137,11 @@ impl HttpBody for ResponseBody {
                     this.end();
                 }
                 Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
+                    let read_timeout = this.read_timeout;
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(read_timeout)));
+                    if sleep.as_mut().poll(cx).is_ready() {
                         this.ended = true;
                         this.log();
                         return Poll::Ready(Some(Err(Box::new(ReadTimeout(this.read_timeout)))));

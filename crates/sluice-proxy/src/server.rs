@@ -220,6 +220,12 @@ async fn handle(
         },
     };
 
+    let path_suffix = match matched_path.as_deref() {
+        Some(prefix) if target.strip_path && !prefix.is_empty() => {
+            path.strip_prefix(prefix).unwrap_or(&path).to_owned()
+        }
+        _ => path.clone(),
+    };
     forwarded_headers(
         &mut parts.headers,
         peer,
@@ -242,6 +248,7 @@ async fn handle(
         started,
         upstream,
         upstream_latency: None,
+        path_suffix,
         status: 0,
         log: serde_json::Map::new(),
     };
@@ -352,6 +359,56 @@ async fn handle(
     // Header phase.
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let buffer = target
+        .chain
+        .iter()
+        .zip(states.iter())
+        .any(|(handler, state)| handler.buffer_response(&ctx, state));
+    if buffer {
+        // A plugin must see the whole response before its headers go out.
+        let collected = tokio::time::timeout(read_timeout, body.collect()).await;
+        let mut bytes = match collected {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) | Err(_) => {
+                ctx.status = 502;
+                let response = error(
+                    StatusCode::BAD_GATEWAY,
+                    "An invalid response was received from the upstream server",
+                    &ctx.request_id,
+                );
+                run_log(&Phases {
+                    target,
+                    ctx,
+                    states,
+                });
+                return response;
+            }
+        };
+        for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
+            bytes = handler.buffered_response(&mut parts, bytes, &mut ctx, state);
+        }
+        for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
+            handler.header_filter(&mut parts, &mut ctx, state);
+        }
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        ctx.status = parts.status.as_u16();
+        finish_headers(
+            shared,
+            &mut parts.headers,
+            &ctx,
+            started + upstream_latency,
+            Some(upstream_latency),
+        );
+        run_log(&Phases {
+            target,
+            ctx,
+            states,
+        });
+        return Response::from_parts(parts, full(bytes));
+    }
     for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
         handler.header_filter(&mut parts, &mut ctx, state);
     }

@@ -3,6 +3,11 @@
 //! This binary is thin: it parses the CLI (every flag also reads `SLUICE_<FLAG>`), sets up
 //! logging, and wires the library crates together. It is the only crate that uses `anyhow`.
 
+/// mimalloc: the proxy allocates small, short-lived buffers per request from many threads,
+/// which is what it is built for; it measurably lowers CPU per request against glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod dataplane;
 mod start;
 

@@ -101,6 +101,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 
     let mut registry = sluice_plugin::Registry::default();
     sluice_plugins::register_all(&mut registry);
+    sluice_ai::register(&mut registry);
     let live = Live::new(Arc::new(registry));
 
     if dbless {

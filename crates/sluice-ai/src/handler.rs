@@ -1,0 +1,816 @@
+//! The ai-proxy handler: Kong's request flow (kong-ai.md §2) and response handling (§3).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use serde_json::{json, Map, Value};
+use sluice_plugin::{
+    json_response, BodyError, Flow, PluginBuildError, PluginFactory, PluginHandler, PluginState,
+    ProxyRequest, RequestCtx,
+};
+use uuid::Uuid;
+
+use crate::config::{AiProxyConfig, UpstreamUrl};
+use crate::providers::{self, Driver};
+use crate::sse::SseParser;
+
+/// Kong's ai-proxy handler priority.
+const PRIORITY: i64 = 770;
+
+/// Hard ceiling when `max_request_body_size` is 0 ("unlimited" in Kong, still bounded there
+/// by nginx's client_max_body_size).
+const UNLIMITED_BODY: usize = 64 * 1024 * 1024;
+
+static MODEL_HEADER: HeaderName = HeaderName::from_static("x-sluice-llm-model");
+
+pub struct Factory;
+
+/// One configured ai-proxy instance.
+pub struct AiProxy {
+    plugin_id: Uuid,
+    config: AiProxyConfig,
+    driver: Box<dyn Driver>,
+    upstream_url: Option<UpstreamUrl>,
+    auth_header: Option<(HeaderName, HeaderValue)>,
+}
+
+/// Per-request state, from access to log.
+#[derive(Default)]
+struct Call {
+    request_model: String,
+    response_model: Option<String>,
+    route_type: String,
+    stream: bool,
+    /// We asked the upstream for the usage chunk; the client did not, so hide it.
+    strip_usage_chunk: bool,
+    /// A JSON route type whose 200 body must have this key (Kong's shape check).
+    expect_key: Option<&'static str>,
+    status: u16,
+    sent_at: Option<Instant>,
+    first_token: Option<Duration>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    parser: SseParser,
+    request_payload: Option<Bytes>,
+    response_payload: Vec<u8>,
+    translate_error: bool,
+    error_buffer: Vec<u8>,
+}
+
+// === impl Factory ===
+
+impl PluginFactory for Factory {
+    fn name(&self) -> &'static str {
+        "ai-proxy"
+    }
+
+    fn build(
+        &self,
+        plugin: &sluice_model::Plugin,
+    ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
+        let fail = |reason: String| PluginBuildError {
+            name: plugin.name.clone(),
+            id: plugin.id,
+            reason,
+        };
+        let config: AiProxyConfig =
+            serde_json::from_value(plugin.config.clone()).map_err(|e| fail(e.to_string()))?;
+        let driver = providers::driver(&config.model.provider).ok_or_else(|| {
+            fail(format!(
+                "provider '{}' is not supported",
+                config.model.provider
+            ))
+        })?;
+        let upstream_url = match config
+            .model
+            .options
+            .as_ref()
+            .and_then(|o| o.upstream_url.as_deref())
+        {
+            Some(url) => Some(UpstreamUrl::parse(url).map_err(fail)?),
+            None => None,
+        };
+        let auth_header = match config.auth.as_ref() {
+            Some(auth) => match (&auth.header_name, &auth.header_value) {
+                (Some(name), Some(value)) => {
+                    let name = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| fail(format!("invalid auth.header_name '{name}'")))?;
+                    // The value is a secret: the error must not echo it.
+                    let mut value = HeaderValue::from_str(value).map_err(|_| {
+                        fail("auth.header_value is not a valid header value".into())
+                    })?;
+                    value.set_sensitive(true);
+                    Some((name, value))
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(Arc::new(AiProxy {
+            plugin_id: plugin.id,
+            config,
+            driver,
+            upstream_url,
+            auth_header,
+        }))
+    }
+}
+
+// === impl AiProxy ===
+
+impl AiProxy {
+    fn error(status: u16, message: &str) -> Flow {
+        Flow::Respond(json_response(
+            status,
+            &json!({"error": {"message": message}}),
+        ))
+    }
+
+    fn allow_override(&self) -> bool {
+        self.config
+            .auth
+            .as_ref()
+            .and_then(|a| a.allow_override)
+            .unwrap_or(false)
+    }
+
+    fn log_statistics(&self) -> bool {
+        self.config
+            .logging
+            .as_ref()
+            .and_then(|l| l.log_statistics)
+            .unwrap_or(false)
+    }
+
+    fn log_payloads(&self) -> bool {
+        self.config
+            .logging
+            .as_ref()
+            .and_then(|l| l.log_payloads)
+            .unwrap_or(false)
+    }
+
+    /// Route types whose body is JSON we read, check and rewrite. The others (multipart
+    /// uploads, file and batch management) are passed through with auth and URL applied.
+    fn json_route(&self, method: &http::Method) -> bool {
+        let route_type = self.config.route_type.as_str();
+        match route_type {
+            "llm/v1/chat"
+            | "llm/v1/completions"
+            | "llm/v1/embeddings"
+            | "llm/v1/responses"
+            | "audio/v1/audio/speech"
+            | "image/v1/images/generations"
+            | "video/v1/videos/generations" => method == http::Method::POST,
+            _ => false,
+        }
+    }
+
+    /// Points the request at the provider (or `upstream_url`) and injects the key.
+    fn route_upstream(&self, request: &mut ProxyRequest, ctx: &mut RequestCtx) -> Result<(), Flow> {
+        let route_type = self.config.route_type.as_str();
+        let query = request.parts.uri.query().map(str::to_owned);
+        let (https, host, port, mut path_and_query) = match &self.upstream_url {
+            Some(url) => (
+                url.https,
+                url.host.clone(),
+                url.port,
+                url.path_and_query.clone(),
+            ),
+            None => {
+                let (https, host, port) = self.driver.base();
+                let suffix = ctx.path_suffix.trim_end_matches('/');
+                let path = if request.parts.method == http::Method::GET
+                    && (suffix.ends_with("/models") || suffix == "/models")
+                {
+                    // Model listing (`GET <route>/models`), served by both providers.
+                    "/v1/models".to_owned()
+                } else if route_type == "preserve" {
+                    ctx.path_suffix.clone()
+                } else {
+                    let Some(base) = self.driver.path(route_type) else {
+                        return Err(Self::error(
+                            400,
+                            &format!(
+                                "route_type '{route_type}' is not supported by provider '{}'",
+                                self.driver.name()
+                            ),
+                        ));
+                    };
+                    // Sub-resources (`/files/{id}`, `/batches/{id}/cancel`) follow the base.
+                    let sub = if self.json_route(&request.parts.method) {
+                        ""
+                    } else {
+                        suffix
+                    };
+                    format!("{base}{sub}")
+                };
+                let path = match self
+                    .config
+                    .model
+                    .options
+                    .as_ref()
+                    .and_then(|o| o.upstream_path.as_deref())
+                {
+                    Some(upstream_path) => upstream_path.to_owned(),
+                    None => path,
+                };
+                let mut path_and_query = format!("/{}", path.trim_start_matches('/'));
+                if let Some(query) = &query {
+                    path_and_query.push('?');
+                    path_and_query.push_str(query);
+                }
+                (https, host.to_owned(), port, path_and_query)
+            }
+        };
+
+        if let Some(auth) = &self.config.auth {
+            if let (Some(name), Some(value), Some(location)) =
+                (&auth.param_name, &auth.param_value, &auth.param_location)
+            {
+                if location == "query" {
+                    let present = path_and_query.split_once('?').is_some_and(|(_, q)| {
+                        q.split('&').any(|kv| kv.split('=').next() == Some(name))
+                    });
+                    if !present || !self.allow_override() {
+                        let separator = if path_and_query.contains('?') {
+                            '&'
+                        } else {
+                            '?'
+                        };
+                        path_and_query.push(separator);
+                        path_and_query.push_str(&format!("{name}={}", encode(value)));
+                    }
+                }
+            }
+        }
+        if let Some((name, value)) = &self.auth_header {
+            if !request.parts.headers.contains_key(name) || !self.allow_override() {
+                request.parts.headers.insert(name.clone(), value.clone());
+            }
+        }
+        if route_type == "llm/v1/assistants" && !request.parts.headers.contains_key("openai-beta") {
+            request
+                .parts
+                .headers
+                .insert("openai-beta", HeaderValue::from_static("assistants=v2"));
+        }
+        // We read the response (usage, shape); ask for it uncompressed.
+        request.parts.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        let default_port = if https { 443 } else { 80 };
+        ctx.upstream.host_header = if port == default_port {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        ctx.upstream.https = https;
+        ctx.upstream.host = host;
+        ctx.upstream.port = port;
+        ctx.upstream.path_and_query = path_and_query;
+        Ok(())
+    }
+
+    /// Kong's request checks and transforms for JSON route types. Returns the rewritten body.
+    fn transform(&self, body: &mut Value, call: &mut Call) -> Result<(), Flow> {
+        let route_type = self.config.route_type.as_str();
+        let Some(object) = body.as_object_mut() else {
+            return Err(Self::error(
+                400,
+                "content-type header does not match request body, or bad JSON formatting",
+            ));
+        };
+        // Body validation per route type.
+        let has_messages = object
+            .get("messages")
+            .and_then(Value::as_array)
+            .is_some_and(|m| !m.is_empty());
+        let has_prompt = object.get("prompt").is_some_and(Value::is_string);
+        match route_type {
+            "llm/v1/chat" => {
+                if !has_messages && has_prompt {
+                    return Err(Self::error(
+                        400,
+                        "[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type",
+                    ));
+                }
+                if !has_messages {
+                    return Err(Self::error(
+                        400,
+                        "request body doesn't contain valid prompts",
+                    ));
+                }
+            }
+            "llm/v1/completions" => {
+                if has_messages && !has_prompt {
+                    return Err(Self::error(
+                        400,
+                        "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type",
+                    ));
+                }
+                if !has_prompt {
+                    return Err(Self::error(
+                        400,
+                        "request body doesn't contain valid prompts",
+                    ));
+                }
+            }
+            "llm/v1/embeddings" | "llm/v1/responses" | "audio/v1/audio/speech" => {
+                if object.get("input").is_none_or(Value::is_null) {
+                    return Err(Self::error(
+                        400,
+                        "request body doesn't contain valid prompts",
+                    ));
+                }
+            }
+            "image/v1/images/generations" | "video/v1/videos/generations" => {
+                if !has_prompt {
+                    return Err(Self::error(
+                        400,
+                        "request body doesn't contain valid prompts",
+                    ));
+                }
+            }
+            _ => {}
+        }
+
+        // The model: from config, else from the request; a different one is refused.
+        let requested = object
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned);
+        let model = match (&self.config.model.name, requested) {
+            (Some(configured), Some(requested)) if *configured != requested => {
+                return Err(Self::error(
+                    400,
+                    &format!("cannot use own model - must be: {configured}"),
+                ));
+            }
+            (Some(configured), _) => configured.clone(),
+            (None, Some(requested)) => requested,
+            (None, None) => {
+                return Err(Self::error(
+                    400,
+                    "model parameter not found in request, nor in gateway configuration",
+                ));
+            }
+        };
+        object.insert("model".to_owned(), Value::from(model.clone()));
+        call.request_model = model;
+
+        // Streaming rules.
+        let streams = matches!(
+            route_type,
+            "llm/v1/chat" | "llm/v1/completions" | "llm/v1/responses"
+        );
+        let asked = object
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let mode = self.config.response_streaming.as_deref().unwrap_or("allow");
+        let stream = streams && (asked || mode == "always");
+        if stream && mode == "deny" {
+            return Err(Self::error(
+                400,
+                "response streaming is not enabled for this LLM",
+            ));
+        }
+        if stream {
+            object.insert("stream".to_owned(), Value::Bool(true));
+        }
+        call.stream = stream;
+
+        // Exact usage while streaming: ask for the usage chunk, hide it if the client did not.
+        if stream && route_type != "llm/v1/responses" {
+            let options = object
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(options) = options.as_object_mut() {
+                let wanted = options
+                    .get("include_usage")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if !wanted {
+                    options.insert("include_usage".to_owned(), Value::Bool(true));
+                    call.strip_usage_chunk = true;
+                }
+            }
+        }
+
+        // Config options fill what the request leaves out.
+        if let Some(options) = &self.config.model.options {
+            if matches!(
+                route_type,
+                "llm/v1/chat" | "llm/v1/completions" | "llm/v1/responses"
+            ) {
+                let fill = |object: &mut Map<String, Value>, key: &str, value: Option<Value>| {
+                    if let Some(value) = value {
+                        object.entry(key.to_owned()).or_insert(value);
+                    }
+                };
+                let max_tokens_key = if route_type == "llm/v1/responses" {
+                    "max_output_tokens"
+                } else {
+                    "max_tokens"
+                };
+                fill(object, max_tokens_key, options.max_tokens.map(Value::from));
+                fill(object, "temperature", options.temperature.map(Value::from));
+                fill(object, "top_p", options.top_p.map(Value::from));
+            }
+        }
+        object.remove("top_k"); // OpenAI-format providers refuse it (Kong deletes it too)
+
+        // Body param auth.
+        if let Some(auth) = &self.config.auth {
+            if let (Some(name), Some(value), Some("body")) = (
+                &auth.param_name,
+                &auth.param_value,
+                auth.param_location.as_deref(),
+            ) {
+                if !object.contains_key(name) || !self.allow_override() {
+                    object.insert(name.clone(), Value::from(value.clone()));
+                }
+            }
+        }
+
+        self.driver.transform_request(route_type, body);
+        call.expect_key = match route_type {
+            "llm/v1/chat" | "llm/v1/completions" => Some("choices"),
+            "llm/v1/embeddings" | "image/v1/images/generations" => Some("data"),
+            "llm/v1/responses" => Some("output"),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    fn record_usage(&self, call: &mut Call, usage: &Value) {
+        let get = |key: &str| usage.get(key).and_then(Value::as_u64);
+        if let Some(prompt) = get("prompt_tokens").or_else(|| get("input_tokens")) {
+            call.prompt_tokens = Some(prompt);
+        }
+        if let Some(completion) = get("completion_tokens").or_else(|| get("output_tokens")) {
+            call.completion_tokens = Some(completion);
+        }
+        if let Some(total) = get("total_tokens") {
+            call.total_tokens = Some(total);
+        }
+    }
+
+    /// Inspects one SSE event; returns whether to forward it.
+    fn on_event(&self, call: &mut Call, name: Option<&str>, data: &str) -> bool {
+        if data == "[DONE]" {
+            return true;
+        }
+        let Ok(event) = serde_json::from_str::<Value>(data) else {
+            return true; // not JSON: pass it on untouched
+        };
+        if call.first_token.is_none() {
+            call.first_token = call.sent_at.map(|t| t.elapsed());
+        }
+        if let Some(model) = event.get("model").and_then(Value::as_str) {
+            call.response_model = Some(model.to_owned());
+        }
+        // Responses API: usage arrives in `response.completed`.
+        let kind = name.or_else(|| event.get("type").and_then(Value::as_str));
+        if kind == Some("response.completed") {
+            if let Some(response) = event.get("response") {
+                if let Some(model) = response.get("model").and_then(Value::as_str) {
+                    call.response_model = Some(model.to_owned());
+                }
+                if let Some(usage) = response.get("usage") {
+                    self.record_usage(call, usage);
+                }
+            }
+            return true;
+        }
+        if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+            self.record_usage(call, usage);
+            let choices_empty = event
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+            if call.strip_usage_chunk && choices_empty {
+                return false; // the extra chunk we asked for
+            }
+        }
+        if self.log_payloads() {
+            if let Some(text) = event
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+            {
+                call.response_payload.extend_from_slice(text.as_bytes());
+            }
+        }
+        true
+    }
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn call(state: &mut PluginState) -> Option<&mut Call> {
+    state.as_mut().and_then(|s| s.downcast_mut::<Call>())
+}
+
+#[async_trait]
+impl PluginHandler for AiProxy {
+    fn name(&self) -> &'static str {
+        "ai-proxy"
+    }
+
+    fn priority(&self) -> i64 {
+        PRIORITY
+    }
+
+    async fn access(
+        &self,
+        request: &mut ProxyRequest,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Flow {
+        let mut call = Call {
+            route_type: self.config.route_type.clone(),
+            request_model: self.config.model.name.clone().unwrap_or_default(),
+            ..Call::default()
+        };
+        if self.json_route(&request.parts.method) {
+            let limit = match self.config.max_request_body_size.unwrap_or(1_048_576) {
+                0 => UNLIMITED_BODY,
+                n => usize::try_from(n).unwrap_or(UNLIMITED_BODY),
+            };
+            let bytes = match request.buffer(limit).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge { limit }) => {
+                    return Flow::Respond(json_response(
+                        413,
+                        &json!({"error": {
+                            "message": format!("request body is larger than the {limit}-byte limit (config.max_request_body_size)"),
+                            "type": "invalid_request_error",
+                            "code": "request_too_large",
+                        }}),
+                    ));
+                }
+                Err(BodyError::Read(_)) => {
+                    return Self::error(400, "the request body could not be read");
+                }
+            };
+            let mut body: Value =
+                match serde_json::from_slice(&bytes) {
+                    Ok(body) => body,
+                    Err(_) => return Self::error(
+                        400,
+                        "content-type header does not match request body, or bad JSON formatting",
+                    ),
+                };
+            if let Err(flow) = self.transform(&mut body, &mut call) {
+                return flow;
+            }
+            let rewritten = Bytes::from(body.to_string());
+            if self.log_payloads() {
+                call.request_payload = Some(rewritten.clone());
+            }
+            request.set_body(rewritten);
+            request.parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Err(flow) = self.route_upstream(request, ctx) {
+            return flow;
+        }
+        call.sent_at = Some(Instant::now());
+        *state = Some(Box::new(call));
+        Flow::Continue
+    }
+
+    fn buffer_response(&self, _ctx: &RequestCtx, state: &PluginState) -> bool {
+        // Non-streaming JSON answers are read whole: their shape is checked and their usage
+        // counted before the status goes out. Streams are never buffered.
+        state
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<Call>())
+            .is_some_and(|c| !c.stream && c.expect_key.is_some())
+    }
+
+    fn buffered_response(
+        &self,
+        response: &mut http::response::Parts,
+        body: Bytes,
+        _ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Bytes {
+        let Some(call) = call(state) else {
+            return body;
+        };
+        call.status = response.status.as_u16();
+        call.first_token = call.sent_at.map(|t| t.elapsed());
+        if response.status != http::StatusCode::OK {
+            // Upstream errors pass through with their status, translated if needed.
+            if let Some(translated) = self.driver.translate_error(call.status, &body) {
+                response.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Bytes::from(translated);
+            }
+            return body;
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let key = call.expect_key.unwrap_or("choices");
+        match parsed.as_ref().filter(|v| v.get(key).is_some()) {
+            Some(value) => {
+                if let Some(usage) = value.get("usage") {
+                    self.record_usage(call, usage);
+                }
+                if let Some(model) = value.get("model").and_then(Value::as_str) {
+                    call.response_model = Some(model.to_owned());
+                }
+                if self.log_payloads() {
+                    call.response_payload = body.to_vec();
+                }
+                body
+            }
+            None => {
+                // Kong's transformation error, with its text.
+                response.status = http::StatusCode::INTERNAL_SERVER_ERROR;
+                call.status = 500;
+                response.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                let message = format!(
+                    "transformation failed from type {}://{}: '{key}' not in {} response",
+                    self.driver.name(),
+                    call.route_type,
+                    call.route_type
+                );
+                Bytes::from(json!({"error": {"message": message}}).to_string())
+            }
+        }
+    }
+
+    fn header_filter(
+        &self,
+        response: &mut http::response::Parts,
+        _ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) {
+        if response.status != http::StatusCode::OK {
+            // Error bodies are rewritten; their length changes.
+            response.headers.remove(header::CONTENT_LENGTH);
+        }
+        let Some(call) = call(state) else {
+            return;
+        };
+        if call.status == 0 {
+            call.status = response.status.as_u16();
+        }
+        response.headers.remove(header::SET_COOKIE);
+        if call.status == 200 {
+            if self.config.model_name_header.unwrap_or(true) && !call.request_model.is_empty() {
+                let model = call
+                    .response_model
+                    .as_deref()
+                    .unwrap_or(&call.request_model);
+                if let Ok(value) = HeaderValue::from_str(&format!("{}/{model}", self.driver.name()))
+                {
+                    response.headers.insert(MODEL_HEADER.clone(), value);
+                }
+            }
+        } else {
+            // An error on a streamed or pass-through route (buffered ones were translated
+            // already): translate it in the body phase.
+            let buffered = !call.stream && call.expect_key.is_some();
+            call.translate_error = !buffered && self.driver.name() == "xai";
+        }
+    }
+
+    fn has_body_filter(&self) -> bool {
+        true
+    }
+
+    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes {
+        let Some(call) = call(state) else {
+            return chunk;
+        };
+        if call.translate_error {
+            call.error_buffer.extend_from_slice(&chunk);
+            return Bytes::new();
+        }
+        if !call.stream || call.status != 200 {
+            if call.first_token.is_none() {
+                call.first_token = call.sent_at.map(|t| t.elapsed());
+            }
+            return chunk;
+        }
+        let events = call.parser.feed(chunk);
+        if events.is_empty() {
+            return Bytes::new();
+        }
+        // Forward every event we keep; in the common case that is the whole chunk, and the
+        // pieces are slices of it.
+        let mut kept: Vec<Bytes> = Vec::with_capacity(events.len());
+        for event in events {
+            let data = event.data();
+            let name = event.name().map(str::to_owned);
+            if self.on_event(call, name.as_deref(), &data) {
+                kept.push(event.raw);
+            }
+        }
+        match kept.len() {
+            0 => Bytes::new(),
+            1 => kept.pop().unwrap_or_default(),
+            _ => {
+                let mut out = Vec::with_capacity(kept.iter().map(Bytes::len).sum());
+                for piece in kept {
+                    out.extend_from_slice(&piece);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
+
+    fn body_end(&self, _ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
+        let call = call(state)?;
+        if call.translate_error {
+            let body = std::mem::take(&mut call.error_buffer);
+            let translated = self
+                .driver
+                .translate_error(call.status, &body)
+                .unwrap_or(body);
+            return Some(Bytes::from(translated));
+        }
+        call.parser.finish()
+    }
+
+    fn log(&self, ctx: &RequestCtx, state: &PluginState) {
+        if !self.log_statistics() {
+            return;
+        }
+        let Some(call) = state.as_ref().and_then(|s| s.downcast_ref::<Call>()) else {
+            return;
+        };
+        let prompt = call.prompt_tokens.unwrap_or(0);
+        let completion = call.completion_tokens.unwrap_or(0);
+        let total = call.total_tokens.unwrap_or(prompt + completion);
+        let options = self.config.model.options.clone().unwrap_or_default();
+        let cost = match (options.input_cost, options.output_cost) {
+            (Some(input), Some(output)) => {
+                (prompt as f64 * input + completion as f64 * output) / 1e6
+            }
+            _ => 0.0,
+        };
+        let latency_ms = ctx.upstream_latency.map_or(0, |d| d.as_millis() as u64);
+        let time_per_token = if completion > 0 {
+            latency_ms as f64 / completion as f64
+        } else {
+            0.0
+        };
+        let mut proxy = json!({
+            "meta": {
+                "plugin_id": self.plugin_id,
+                "provider_name": self.driver.name(),
+                "request_model": call.request_model,
+                "response_model": call.response_model.as_deref().unwrap_or(&call.request_model),
+                "llm_latency": latency_ms,
+                "time_to_first_token": call.first_token.map_or(0, |d| d.as_millis() as u64),
+                "route_type": call.route_type,
+                "status": call.status,
+                "stream": call.stream,
+                "request_id": ctx.request_id,
+            },
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": total,
+                "cost": cost,
+                "time_per_token": time_per_token,
+            },
+        });
+        if self.log_payloads() {
+            proxy["payload"] = json!({
+                "request": call.request_payload.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                "response": String::from_utf8_lossy(&call.response_payload),
+            });
+        }
+        // One structured record per request; the provider key is never part of it.
+        let record = json!({ "ai": { "proxy": proxy } });
+        tracing::info!(target: "sluice::ai", ai = %record, "ai-proxy request");
+    }
+}

@@ -1,0 +1,23 @@
+//! The AI gateway: the `ai-proxy` plugin.
+//!
+//! One route in front of OpenAI, xAI (Grok) or any OpenAI-compatible endpoint
+//! (`model.options.upstream_url`): the provider key is injected by the gateway, the model is
+//! enforced, streaming is passed through event by event, and token usage is accounted.
+//!
+//! - [`handler`]: Kong's request flow and response handling.
+//! - [`providers`]: one [`providers::Driver`] per provider (paths, field rules, error shape).
+//! - [`sse`]: incremental, zero-copy SSE framing.
+
+pub mod config;
+pub mod handler;
+pub mod providers;
+pub mod sse;
+
+use std::sync::Arc;
+
+use sluice_plugin::Registry;
+
+/// Registers `ai-proxy`.
+pub fn register(registry: &mut Registry) {
+    registry.register(Arc::new(handler::Factory));
+}
