@@ -64,6 +64,9 @@ pub struct UpstreamUrl {
     pub host: String,
     pub port: u16,
     pub path_and_query: String,
+    /// The URL named no path at all (`http://vllm:8000`): it is a base, and the route type's
+    /// path is appended. With a path (even `/`), the URL is used whole, as in Kong.
+    pub base_only: bool,
 }
 
 // === impl UpstreamUrl ===
@@ -86,11 +89,14 @@ impl UpstreamUrl {
         // Kong normalizes leading slashes of the path to one.
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let path_and_query = format!("/{}", path.trim_start_matches('/'));
+        let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+        let base_only = !after_scheme.contains(['/', '?']);
         Ok(Self {
             https,
             host,
             port,
             path_and_query,
+            base_only,
         })
     }
 }

@@ -175,14 +175,17 @@ impl AiProxy {
         let route_type = self.config.route_type.as_str();
         let query = request.parts.uri.query().map(str::to_owned);
         let (https, host, port, mut path_and_query) = match &self.upstream_url {
-            Some(url) => (
+            Some(url) if !url.base_only => (
                 url.https,
                 url.host.clone(),
                 url.port,
                 url.path_and_query.clone(),
             ),
-            None => {
-                let (https, host, port) = self.driver.base();
+            base => {
+                let (https, host, port) = match base {
+                    Some(url) => (url.https, url.host.as_str(), url.port),
+                    None => self.driver.base(),
+                };
                 let suffix = ctx.path_suffix.trim_end_matches('/');
                 let path = if request.parts.method == http::Method::GET
                     && (suffix.ends_with("/models") || suffix == "/models")
@@ -321,21 +324,19 @@ impl AiProxy {
                     ));
                 }
             }
-            "llm/v1/embeddings" | "llm/v1/responses" | "audio/v1/audio/speech" => {
-                if object.get("input").is_none_or(Value::is_null) {
-                    return Err(Self::error(
-                        400,
-                        "request body doesn't contain valid prompts",
-                    ));
-                }
+            "llm/v1/embeddings" | "llm/v1/responses" | "audio/v1/audio/speech"
+                if object.get("input").is_none_or(Value::is_null) =>
+            {
+                return Err(Self::error(
+                    400,
+                    "request body doesn't contain valid prompts",
+                ));
             }
-            "image/v1/images/generations" | "video/v1/videos/generations" => {
-                if !has_prompt {
-                    return Err(Self::error(
-                        400,
-                        "request body doesn't contain valid prompts",
-                    ));
-                }
+            "image/v1/images/generations" | "video/v1/videos/generations" if !has_prompt => {
+                return Err(Self::error(
+                    400,
+                    "request body doesn't contain valid prompts",
+                ));
             }
             _ => {}
         }

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The entity kinds of the control plane, in dependency order (a kind may only reference kinds
-/// before it... except plugins, which reference all three).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// before it... except plugins, which reference all three). Serialized as the singular name
+/// decK prints (`service`), as in a sync plan sent to the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EntityKind {
     Consumer,
     Service,

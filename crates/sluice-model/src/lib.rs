@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`declarative`]: decK files (YAML) in and out: parsing, references, validation.
+//! - [`diff`]: the sync plan: matching file entities to stored ones, the changes, decK's output.
 //! - [`entity`]: the typed, validated entities.
 //! - [`schema`]: compiled JSON Schemas, defaults, form coercion, Kong's `/schemas` format.
 //! - [`validate`]: input → entity (schema + Kong's entity checks).
 //! - [`violation`]: errors in Kong's `schema violation` shape.
 
 pub mod declarative;
+pub mod diff;
 pub mod entity;
 pub mod plugins;
 pub mod schema;

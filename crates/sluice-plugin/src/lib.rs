@@ -88,8 +88,9 @@ pub enum BodyError {
 /// The outcome of `access`.
 pub enum Flow {
     Continue,
-    /// Answer the client now; later plugins and the upstream are skipped.
-    Respond(http::Response<Bytes>),
+    /// Answer the client now; later plugins and the upstream are skipped. Boxed: a response
+    /// head is large and `Flow` travels through every plugin's return value.
+    Respond(Box<http::Response<Bytes>>),
 }
 
 /// A stored plugin config could not become a handler.
@@ -261,7 +262,7 @@ impl ProxyRequest {
 }
 
 /// A JSON response, for plugins that answer the client themselves.
-pub fn json_response(status: u16, body: &serde_json::Value) -> http::Response<Bytes> {
+pub fn json_response(status: u16, body: &serde_json::Value) -> Box<http::Response<Bytes>> {
     let mut response = http::Response::new(Bytes::from(body.to_string()));
     *response.status_mut() =
         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -269,5 +270,5 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> http::Response<By
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    response
+    Box::new(response)
 }

@@ -263,7 +263,7 @@ async fn handle(
     };
     for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
         if let Flow::Respond(response) = handler.access(&mut proxy_request, &mut ctx, state).await {
-            let (mut parts, bytes) = response.into_parts();
+            let (mut parts, bytes) = (*response).into_parts();
             ctx.status = parts.status.as_u16();
             finish_headers(shared, &mut parts.headers, &ctx, started, None);
             let phases = Phases {
