@@ -79,7 +79,7 @@ pub async fn refuse_writes(
         Method::DELETE => "delete",
         _ => return next.run(request).await,
     };
-    if path == "/config" || path.starts_with("/schemas/") {
+    if path == "/config" || path.starts_with("/schemas/") || path.starts_with("/sluice/") {
         return next.run(request).await;
     }
     let collection = path

@@ -105,6 +105,23 @@ fn store_error(error: StoreError) -> Response {
                 json!({ "@referenced_by": referenced_by }),
             ),
         ),
+        StoreError::VersionConflict { .. } => (
+            StatusCode::CONFLICT,
+            json!({"code": 15, "name": "config version conflict", "message": message}),
+        ),
+        StoreError::PlanFailed { ref source, .. }
+            if matches!(**source, StoreError::Database(_)) =>
+        {
+            tracing::error!(error = %message, "sync plan failed in the store");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": "An unexpected error occurred" }),
+            )
+        }
+        StoreError::PlanFailed { .. } => (
+            StatusCode::BAD_REQUEST,
+            json!({"code": 16, "name": "sync plan failed", "message": message}),
+        ),
         StoreError::InvalidOffset(_) => (
             StatusCode::BAD_REQUEST,
             json!({"code": 7, "name": "invalid offset", "message": message}),

@@ -8,6 +8,7 @@ pub mod dbless;
 mod entities;
 mod error;
 mod info;
+mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub use error::ApiError;
 /// Largest request body the Admin API reads. A bigger one is refused with 413 before it is
 /// buffered whole. Large enough for a declarative config of tens of thousands of entities.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest sync plan or declarative config accepted: 100,000 entities fit.
+pub const MAX_SYNC_BODY_BYTES: usize = 256 * 1024 * 1024;
 
 /// What `GET /` reports about this node.
 #[derive(Debug, Clone)]
@@ -185,7 +189,17 @@ pub fn router(state: AdminState) -> Router {
                 .patch(entities::patch::<Plugin>)
                 .delete(entities::delete::<Plugin>),
         )
-        .route("/config", get(dbless::get_config).post(dbless::post_config))
+        .route(
+            "/config",
+            get(dbless::get_config)
+                .post(dbless::post_config)
+                .layer(DefaultBodyLimit::max(MAX_SYNC_BODY_BYTES)),
+        )
+        .route("/sluice/snapshot", get(sync::snapshot))
+        .route(
+            "/sluice/sync",
+            post(sync::apply).layer(DefaultBodyLimit::max(MAX_SYNC_BODY_BYTES)),
+        )
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

@@ -33,6 +33,20 @@ pub enum StoreError {
         referenced_by: &'static str,
         target: &'static str,
     },
+    /// A sync plan was computed against another config version (someone changed the config
+    /// in between). Nothing was applied.
+    #[error("the config changed since the plan was computed (plan for version {expected}, store at version {actual}); run the diff again")]
+    VersionConflict { expected: u64, actual: u64 },
+    /// One change of a plan failed; the whole plan was rolled back.
+    #[error("while applying change {index} ({op} {kind} {label}): {source}")]
+    PlanFailed {
+        index: usize,
+        op: String,
+        kind: String,
+        label: String,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("'{0}' is not a valid offset: bad encoding")]
     InvalidOffset(String),
     #[error("stored {kind:?} {id} is unreadable: {reason}")]

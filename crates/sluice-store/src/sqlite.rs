@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use sluice_model::diff::{Change, Op, Plan};
 use sluice_model::{Entity, EntityKind};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
@@ -256,6 +257,38 @@ impl Store {
         self.commit(tx).await
     }
 
+    /// Applies a sync plan in one transaction, guarded by the config version it was computed
+    /// against: a concurrent change makes it fail with nothing applied, and so does any change
+    /// of the plan that fails. Returns the new version.
+    pub async fn apply_plan(&self, plan: &Plan, expected_version: u64) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let actual: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if actual as u64 != expected_version {
+            return Err(StoreError::VersionConflict {
+                expected: expected_version,
+                actual: actual as u64,
+            });
+        }
+        for (index, change) in plan.changes.iter().enumerate() {
+            let result = apply_change(&mut tx, change).await;
+            if let Err(source) = result {
+                return Err(StoreError::PlanFailed {
+                    index,
+                    op: format!("{:?}", change.op).to_lowercase(),
+                    kind: change.kind.singular().to_owned(),
+                    label: change.label.clone(),
+                    source: Box::new(source),
+                });
+            }
+        }
+        if plan.changes.is_empty() {
+            return Ok(actual as u64);
+        }
+        self.commit(tx).await
+    }
+
     /// Bumps the version, commits, then tells subscribers.
     async fn commit(&self, mut tx: Transaction<'_, Sqlite>) -> Result<u64, StoreError> {
         let version: i64 = sqlx::query_scalar(
@@ -279,6 +312,46 @@ impl Store {
 }
 
 // === helpers ===
+
+async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), StoreError> {
+    fn entity<E: serde::de::DeserializeOwned>(change: &Change) -> Result<E, StoreError> {
+        let value = change.new.clone().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+            kind: change.kind,
+            id: change.id.to_string(),
+            reason: e.to_string(),
+        })
+    }
+    match change.op {
+        Op::Create | Op::Update => match change.kind {
+            EntityKind::Service => write(tx, &entity::<sluice_model::Service>(change)?).await,
+            EntityKind::Route => write(tx, &entity::<sluice_model::Route>(change)?).await,
+            EntityKind::Consumer => write(tx, &entity::<sluice_model::Consumer>(change)?).await,
+            EntityKind::Plugin => write(tx, &entity::<sluice_model::Plugin>(change)?).await,
+        },
+        Op::Delete => {
+            if change.kind == EntityKind::Service {
+                let referenced: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM routes WHERE service_id = ? LIMIT 1")
+                        .bind(change.id.to_string())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if referenced.is_some() {
+                    return Err(StoreError::Referenced {
+                        referenced_by: "routes",
+                        target: "services",
+                    });
+                }
+            }
+            let sql = format!("DELETE FROM {} WHERE id = ?", change.kind.collection());
+            sqlx::query(&sql)
+                .bind(change.id.to_string())
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+}
 
 async fn exists(
     tx: &mut Transaction<'_, Sqlite>,

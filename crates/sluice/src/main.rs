@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod dataplane;
+mod deck;
 mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +41,40 @@ enum LogFormat {
 enum Command {
     /// Run a node: Admin API (and, as the data plane arrives, the proxy).
     Start(Box<start::StartArgs>),
+    /// Validate decK-format files offline: schema, references, duplicates.
+    Validate(deck::FilesArgs),
+    /// Show what `sync` would change, in decK's words.
+    Diff {
+        #[command(flatten)]
+        files: deck::FilesArgs,
+        #[command(flatten)]
+        admin: deck::AdminArgs,
+        /// Exit 2 when there are changes (0 when none, 1 on error).
+        #[arg(long)]
+        non_zero_exit_code: bool,
+    },
+    /// Make the Admin API's config match the files, atomically.
+    Sync {
+        #[command(flatten)]
+        files: deck::FilesArgs,
+        #[command(flatten)]
+        admin: deck::AdminArgs,
+    },
+    /// Write the current config as a decK-format file.
+    Dump {
+        #[command(flatten)]
+        admin: deck::AdminArgs,
+        /// Output file (stdout when absent).
+        #[arg(short = 'o', long = "output-file")]
+        output: Option<std::path::PathBuf>,
+        #[arg(long = "select-tag", value_delimiter = ',')]
+        select_tags: Vec<String>,
+    },
+    /// Check that the Admin API answers, and print its version.
+    Ping {
+        #[command(flatten)]
+        admin: deck::AdminArgs,
+    },
     /// Manage the database schema.
     Migrations {
         #[command(subcommand)]
@@ -67,12 +102,30 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
-            Command::Start(args) => start::run(*args).await,
-            Command::Migrations { action } => migrations(action).await,
+            Command::Start(args) => start::run(*args).await.map(|()| Ok(())),
+            Command::Migrations { action } => migrations(action).await.map(|()| Ok(())),
+            Command::Validate(files) => Ok(deck::validate(&files)),
+            Command::Diff {
+                files,
+                admin,
+                non_zero_exit_code,
+            } => Ok(deck::diff_command(&files, &admin, non_zero_exit_code).await),
+            Command::Sync { files, admin } => Ok(deck::sync_command(&files, &admin).await),
+            Command::Dump {
+                admin,
+                output,
+                select_tags,
+            } => Ok(deck::dump(&admin, output.as_ref(), &select_tags).await),
+            Command::Ping { admin } => Ok(deck::ping(&admin).await),
         }
-    })
+    })?;
+    // decK's exit codes: 0 ok, 1 error, 2 diff found (with --non-zero-exit-code).
+    if let Err(deck::Exit(code)) = result {
+        std::process::exit(code);
+    }
+    Ok(())
 }
 
 async fn migrations(action: MigrationsAction) -> anyhow::Result<()> {

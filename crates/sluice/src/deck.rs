@@ -1,0 +1,274 @@
+//! `sluice validate | diff | sync | dump | ping`: decK's workflow against the Admin API.
+//!
+//! diff and sync read the whole config at one version (`GET /sluice/snapshot`), compute the
+//! plan locally (`sluice_model::diff`), and sync sends it in one request (`POST /sluice/sync`)
+//! guarded by that version, so it is applied in one transaction or not at all.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+use sluice_model::declarative::{self, Content, Entities, SourceFile};
+use sluice_model::diff::{self, Plan};
+use sluice_model::Schemas;
+
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8001";
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The Admin API to talk to.
+    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
+    admin_url: String,
+}
+
+#[derive(Args)]
+pub struct FilesArgs {
+    /// decK-format YAML files; several are merged.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Manage only entities with these tags (added to the file's `_info.select_tags`).
+    #[arg(long = "select-tag", env = "SLUICE_SELECT_TAG", value_delimiter = ',')]
+    select_tags: Vec<String>,
+}
+
+/// Why a command failed, already printed; the process exits with this code.
+pub struct Exit(pub i32);
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads, parses and validates the files. Prints every problem with file, line and path.
+fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exit> {
+    let mut sources = Vec::with_capacity(files.files.len());
+    for path in &files.files {
+        match std::fs::read_to_string(path) {
+            Ok(text) => sources.push(SourceFile {
+                name: path.display().to_string(),
+                text,
+            }),
+            Err(error) => {
+                eprintln!("Error: reading {}: {error}", path.display());
+                return Err(Exit(1));
+            }
+        }
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let report = |errors: Vec<declarative::DeclarativeError>| {
+        eprintln!("Error: {} problem(s) found:", errors.len());
+        for error in errors {
+            eprintln!("  {error}");
+        }
+        Exit(1)
+    };
+    let mut content = declarative::parse(&sources, &env).map_err(report)?;
+    for tag in &files.select_tags {
+        if !content.select_tags.contains(tag) {
+            content.select_tags.push(tag.clone());
+        }
+    }
+    let entities = declarative::resolve(&content, schemas, now()).map_err(report)?;
+    Ok((content, entities))
+}
+
+pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
+    let schemas = Schemas::embedded().map_err(|e| {
+        eprintln!("Error: {e}");
+        Exit(1)
+    })?;
+    let (_, entities) = load(files, &schemas)?;
+    println!(
+        "valid: {} services, {} routes, {} consumers, {} plugins",
+        entities.services.len(),
+        entities.routes.len(),
+        entities.consumers.len(),
+        entities.plugins.len()
+    );
+    Ok(())
+}
+
+struct Admin {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn new(args: &AdminArgs) -> Self {
+        Self {
+            base: args.admin_url.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Admin API at {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("GET {path} answered {status}: {}", message(&body));
+        }
+        Ok(body)
+    }
+
+    /// The current config and its version.
+    async fn snapshot(&self) -> anyhow::Result<(u64, Entities)> {
+        let body = self.get("/sluice/snapshot").await?;
+        let version = body["version"]
+            .as_u64()
+            .context("snapshot without a version")?;
+        let entities = Entities {
+            services: serde_json::from_value(body["services"].clone())?,
+            routes: serde_json::from_value(body["routes"].clone())?,
+            consumers: serde_json::from_value(body["consumers"].clone())?,
+            plugins: serde_json::from_value(body["plugins"].clone())?,
+        };
+        Ok((version, entities))
+    }
+}
+
+fn message(body: &Value) -> String {
+    body["message"]
+        .as_str()
+        .map_or_else(|| body.to_string(), str::to_owned)
+}
+
+/// Computes the plan of `files` against the Admin API's config.
+async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<String>), Exit> {
+    let schemas = Schemas::embedded().map_err(|e| {
+        eprintln!("Error: {e}");
+        Exit(1)
+    })?;
+    let (content, mut target) = load(files, &schemas)?;
+    let admin = Admin::new(admin);
+    let (version, current) = admin.snapshot().await.map_err(|e| {
+        eprintln!("Error: {e:#}");
+        Exit(1)
+    })?;
+    diff::reconcile(&mut target, &content, &current);
+    let plan = diff::diff(&current, &target, &content.select_tags);
+    Ok((plan, version, content.select_tags))
+}
+
+pub async fn diff_command(
+    files: &FilesArgs,
+    admin: &AdminArgs,
+    non_zero_exit_code: bool,
+) -> Result<(), Exit> {
+    let (plan, _, _) = plan(files, admin).await?;
+    print!("{}", diff::render(&plan, std::io::stdout().is_terminal()));
+    if non_zero_exit_code && !plan.is_empty() {
+        return Err(Exit(2));
+    }
+    Ok(())
+}
+
+pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(), Exit> {
+    let (plan, version, _) = plan(files, admin_args).await?;
+    print!("{}", diff::render(&plan, std::io::stdout().is_terminal()));
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let admin = Admin::new(admin_args);
+    let started = Instant::now();
+    eprintln!(
+        "applying {} changes in one transaction (against config version {version})...",
+        plan.changes.len()
+    );
+    let response = admin
+        .client
+        .post(format!("{}/sluice/sync", admin.base))
+        .json(&json!({ "expected_version": version, "plan": plan }))
+        .send()
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => {
+            eprintln!(
+                "Error: cannot reach the Admin API at {}: {error}; nothing was applied",
+                admin.base
+            );
+            return Err(Exit(1));
+        }
+    };
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        eprintln!(
+            "Error: sync refused ({status}): {}; nothing was applied",
+            message(&body)
+        );
+        return Err(Exit(1));
+    }
+    eprintln!(
+        "applied in {:.2} s; config version is now {}",
+        started.elapsed().as_secs_f64(),
+        body["version"]
+    );
+    Ok(())
+}
+
+pub async fn dump(
+    admin_args: &AdminArgs,
+    output: Option<&PathBuf>,
+    select_tags: &[String],
+) -> Result<(), Exit> {
+    let admin = Admin::new(admin_args);
+    let (_, mut entities) = admin.snapshot().await.map_err(|e| {
+        eprintln!("Error: {e:#}");
+        Exit(1)
+    })?;
+    if !select_tags.is_empty() {
+        let keep = |tags: &Option<Vec<String>>| {
+            select_tags
+                .iter()
+                .all(|t| tags.as_ref().is_some_and(|tags| tags.contains(t)))
+        };
+        entities.services.retain(|e| keep(&e.tags));
+        entities.routes.retain(|e| keep(&e.tags));
+        entities.consumers.retain(|e| keep(&e.tags));
+        entities.plugins.retain(|e| keep(&e.tags));
+    }
+    let text = declarative::render(&entities, select_tags);
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|e| {
+            eprintln!("Error: writing {}: {e}", path.display());
+            Exit(1)
+        }),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn ping(admin_args: &AdminArgs) -> Result<(), Exit> {
+    let admin = Admin::new(admin_args);
+    match admin.get("/").await {
+        Ok(root) => {
+            println!("Successfully connected to Sluice!");
+            println!(
+                "Kong version:  {}",
+                root["version"].as_str().unwrap_or("unknown")
+            );
+            if let Some(version) = root["sluice_version"].as_str() {
+                println!("Sluice version:  {version}");
+            }
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            Err(Exit(1))
+        }
+    }
+}
