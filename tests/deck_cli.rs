@@ -1,0 +1,301 @@
+//! `sluice validate | diff | sync | dump | ping` against the real binary, end to end.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Sluice, BIN};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn run(node: Option<&Sluice>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("SLUICE_ADMIN_URL");
+    if let Some(node) = node {
+        command.env("SLUICE_ADMIN_URL", &node.admin);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run sluice")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const CONFIG: &str = r#"_format_version: "3.0"
+services:
+  - name: billing
+    url: http://billing.internal:8080/v1
+    tags: [team-a]
+    routes:
+      - name: billing-api
+        paths: [/billing]
+        plugins:
+          - name: rate-limiting
+            config:
+              minute: 10
+  - name: orders
+    host: orders.internal
+    tags: [team-b]
+routes:
+  - name: orders-api
+    service: orders
+    paths: [/orders]
+consumers:
+  - username: alice
+plugins:
+  - name: cors
+"#;
+
+/// Everything the store holds, for "unchanged" assertions.
+async fn state(node: &Sluice) -> Value {
+    node.get("/sluice/snapshot").await.1
+}
+
+#[tokio::test]
+async fn sync_diff_dump_round_trip() {
+    let node = Sluice::start().await;
+    let dir = node.dir.clone();
+    let file = write(&dir, "kong.yaml", CONFIG);
+
+    let out = run(Some(&node), &["ping"], &[]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("Successfully connected")
+            && stdout(&out).contains("Kong version:  3.")
+    );
+
+    let out = run(None, &["validate", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = run(Some(&node), &["diff", &file, "--non-zero-exit-code"], &[]);
+    assert_eq!(out.status.code(), Some(2), "changes pending");
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("creating service billing") && plan.contains("creating route orders-api"),
+        "{plan}"
+    );
+    assert!(plan.contains("creating plugin rate-limiting for route billing-api"));
+    assert!(
+        plan.ends_with("Summary:\n  Created: 7\n  Updated: 0\n  Deleted: 0\n"),
+        "{plan}"
+    );
+    assert_eq!(node.count("services").await, 0, "diff writes nothing");
+
+    let out = run(Some(&node), &["sync", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.count("services").await, 2);
+    assert_eq!(node.count("plugins").await, 2);
+    let (_, route) = node.get("/routes/orders-api").await;
+    let (_, orders) = node.get("/services/orders").await;
+    assert_eq!(route["service"]["id"], orders["id"]);
+
+    // Unchanged file: nothing to do, and nothing is "updated".
+    let out = run(Some(&node), &["diff", &file, "--non-zero-exit-code"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out),
+        "Summary:\n  Created: 0\n  Updated: 0\n  Deleted: 0\n"
+    );
+
+    // Dump, then sync the dump: nothing to do.
+    let dump = dir.join("dump.yaml").display().to_string();
+    let out = run(Some(&node), &["dump", "-o", &dump], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(Some(&node), &["sync", &dump], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Created: 0\n  Updated: 0\n  Deleted: 0"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A change and a removal.
+    let changed = CONFIG
+        .replace("minute: 10", "minute: 20")
+        .replace("  - username: alice\n", "  - username: bob\n");
+    let file = write(&dir, "kong.yaml", &changed);
+    let out = run(Some(&node), &["sync", &file], &[]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("updating plugin rate-limiting for route billing-api"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-    \"minute\": 10") && text.contains("+    \"minute\": 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("creating consumer bob") && text.contains("deleting consumer alice"),
+        "{text}"
+    );
+    assert_eq!(node.get("/consumers/alice").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn select_tags_leave_other_entities_alone() {
+    let node = Sluice::start().await;
+    let file = write(&node.dir, "kong.yaml", CONFIG);
+    assert!(run(Some(&node), &["sync", &file], &[]).status.success());
+    // A file managing only team-a: an empty one must not delete team-b's service.
+    let only_a = write(&node.dir, "a.yaml", "_format_version: \"3.0\"\n_info:\n  select_tags: [team-a]\nservices:\n  - name: billing\n    url: http://billing.internal:8080/v2\n");
+    let out = run(Some(&node), &["sync", &only_a], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("updating service billing"), "{text}");
+    assert!(
+        !text.contains("orders"),
+        "team-b entities are not touched: {text}"
+    );
+    assert!(node.get("/services/orders").await.0.is_success());
+    let (_, billing) = node.get("/services/billing").await;
+    assert_eq!(billing["path"], "/v2");
+}
+
+#[tokio::test]
+async fn bad_files_are_refused_with_their_location_and_nothing_changes() {
+    let node = Sluice::start().await;
+    let file = write(&node.dir, "kong.yaml", CONFIG);
+    assert!(run(Some(&node), &["sync", &file], &[]).status.success());
+    let before = state(&node).await;
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("yaml syntax", "_format_version: \"3.0\"\nservices:\n  - name: [unclosed\n".to_owned(), "bad.yaml:"),
+        ("format version", "_format_version: \"1.1\"\nservices: []\n".to_owned(), "3.0"),
+        ("schema", "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: h.internal\n    port: 99999\n".to_owned(), "services[0]"),
+        ("missing service", "_format_version: \"3.0\"\nroutes:\n  - name: r\n    service: nope\n    paths: [/x]\n".to_owned(), "nope"),
+        ("duplicate names", "_format_version: \"3.0\"\nservices:\n  - name: twin\n    host: a.internal\n  - name: twin\n    host: b.internal\n".to_owned(), "twin"),
+        ("unset env", "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: ${{ env \"DECK_NOT_SET_ANYWHERE\" }}\n".to_owned(), "DECK_NOT_SET_ANYWHERE"),
+        ("unsupported entity", "_format_version: \"3.0\"\nupstreams:\n  - name: u\n".to_owned(), "upstreams"),
+    ];
+    for (case, text, expected) in cases {
+        let bad = write(&node.dir, "bad.yaml", &text);
+        for command in ["validate", "diff", "sync"] {
+            let out = run(Some(&node), &[command, &bad], &[]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{case}/{command}: {}",
+                stdout(&out)
+            );
+            let message = stderr(&out);
+            assert!(
+                message.contains(expected),
+                "{case}/{command}: message should mention {expected}: {message}"
+            );
+        }
+    }
+    // The YAML error carries line and column.
+    let bad = write(
+        &node.dir,
+        "bad.yaml",
+        "_format_version: \"3.0\"\nservices:\n  - name: [unclosed\n",
+    );
+    let message = stderr(&run(None, &["validate", &bad], &[]));
+    assert!(
+        message.contains("bad.yaml:3:") || message.contains("bad.yaml:4:"),
+        "{message}"
+    );
+    // A schema violation names the file, line and entity path.
+    let bad = write(&node.dir, "bad.yaml", "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: h.internal\n    routes:\n      - name: r\n        paths: [/ok, nope]\n");
+    let message = stderr(&run(None, &["validate", &bad], &[]));
+    assert!(
+        message.contains("bad.yaml:") && message.contains("services[0].routes[0].paths[1]"),
+        "{message}"
+    );
+
+    // An unreachable Admin API.
+    let out = run(
+        None,
+        &[
+            "sync",
+            &file,
+            "--admin-url",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach the Admin API"),
+        "{}",
+        stderr(&out)
+    );
+
+    assert_eq!(
+        state(&node).await,
+        before,
+        "no refused command changed the store"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_or_interrupted_sync_leaves_the_store_exactly_as_it_was() {
+    let node = Sluice::start().await;
+    let file = write(&node.dir, "kong.yaml", CONFIG);
+    assert!(run(Some(&node), &["sync", &file], &[]).status.success());
+    let before = state(&node).await;
+    let version = before["version"].as_u64().unwrap();
+    let service = |name: &str| json!({"id": uuid::Uuid::new_v4(), "created_at": 1, "updated_at": 1, "name": name, "host": "x.internal", "protocol": "http", "port": 80});
+
+    // A plan that fails half way: the second change references a service that doesn't exist.
+    let route = json!({"id": uuid::Uuid::new_v4(), "created_at": 1, "updated_at": 1, "paths": ["/x"], "service": {"id": uuid::Uuid::new_v4()}});
+    let plan = json!({"expected_version": version, "plan": {"changes": [
+        {"op": "create", "kind": "service", "id": service("fresh")["id"], "label": "fresh", "old": null, "new": service("fresh")},
+        {"op": "create", "kind": "route", "id": route["id"], "label": "dangling", "old": null, "new": route},
+    ]}});
+    let (status, body) = node.post("/sluice/sync", plan).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("dangling"),
+        "names the failing change: {body}"
+    );
+    assert_eq!(
+        state(&node).await,
+        before,
+        "the first change was rolled back too"
+    );
+
+    // A plan computed against an older version (a concurrent change happened).
+    let plan = json!({"expected_version": version - 1, "plan": {"changes": [
+        {"op": "create", "kind": "service", "id": service("late")["id"], "label": "late", "old": null, "new": service("late")},
+    ]}});
+    let (status, body) = node.post("/sluice/sync", plan).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("run the diff again"));
+    assert_eq!(state(&node).await, before);
+
+    // A sync interrupted mid-request (the client dies while sending): nothing applied.
+    let plan = json!({"expected_version": version, "plan": {"changes": [
+        {"op": "create", "kind": "service", "id": service("cut")["id"], "label": "cut", "old": null, "new": service("cut")},
+    ]}})
+    .to_string();
+    let addr = node.admin.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(stream, "POST /sluice/sync HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}", plan.len(), &plan[..plan.len() / 2]).unwrap();
+    drop(stream);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(state(&node).await, before);
+
+    // A concurrent Admin API write between diff and sync is caught by the CLI too: the
+    // server refuses the stale plan. (Simulated by syncing against a node whose version moved
+    // after the snapshot: covered above at the API level.) The node is still healthy:
+    assert!(node.get("/status").await.0.is_success());
+}
