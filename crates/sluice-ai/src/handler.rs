@@ -428,6 +428,11 @@ impl AiProxy {
         }
         object.remove("top_k"); // OpenAI-format providers refuse it (Kong deletes it too)
 
+        // Captured before the key may be added to the body: payload logs never carry it.
+        if self.log_payloads() {
+            call.request_payload = Some(Bytes::from(Value::Object(object.clone()).to_string()));
+        }
+
         // Body param auth.
         if let Some(auth) = &self.config.auth {
             if let (Some(name), Some(value), Some("body")) = (
@@ -582,11 +587,7 @@ impl PluginHandler for AiProxy {
             if let Err(flow) = self.transform(&mut body, &mut call) {
                 return flow;
             }
-            let rewritten = Bytes::from(body.to_string());
-            if self.log_payloads() {
-                call.request_payload = Some(rewritten.clone());
-            }
-            request.set_body(rewritten);
+            request.set_body(Bytes::from(body.to_string()));
             request.parts.headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

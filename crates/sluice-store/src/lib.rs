@@ -8,6 +8,7 @@
 //! Uniqueness and foreign keys are checked explicitly inside the write transaction (the
 //! database constraints stay as a safety net) so that errors name the field the way Kong does.
 
+mod bulk;
 mod error;
 mod rows;
 mod sqlite;

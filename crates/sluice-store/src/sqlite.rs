@@ -236,12 +236,24 @@ impl Store {
         consumers: &[sluice_model::Consumer],
         plugins: &[sluice_model::Plugin],
     ) -> Result<u64, StoreError> {
+        // Fast path: batched inserts; on any failure, the row-by-row path names the culprit.
         let mut tx = self.writer.begin().await?;
-        for table in ["plugins", "routes", "services", "consumers"] {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
+        clear(&mut tx).await?;
+        let fast = async {
+            let rows = |e: Vec<crate::bulk::Row>| e;
+            crate::bulk::upsert(&mut tx, "consumers", &rows(collect_rows(consumers)?)).await?;
+            crate::bulk::upsert(&mut tx, "services", &rows(collect_rows(services)?)).await?;
+            crate::bulk::upsert(&mut tx, "routes", &rows(collect_rows(routes)?)).await?;
+            crate::bulk::upsert(&mut tx, "plugins", &rows(collect_rows(plugins)?)).await?;
+            Ok::<(), StoreError>(())
         }
+        .await;
+        if fast.is_ok() {
+            return self.commit(tx).await;
+        }
+        drop(tx);
+        let mut tx = self.writer.begin().await?;
+        clear(&mut tx).await?;
         for entity in consumers {
             write(&mut tx, entity).await?;
         }
@@ -261,16 +273,26 @@ impl Store {
     /// against: a concurrent change makes it fail with nothing applied, and so does any change
     /// of the plan that fails. Returns the new version.
     pub async fn apply_plan(&self, plan: &Plan, expected_version: u64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let actual: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        if actual as u64 != expected_version {
-            return Err(StoreError::VersionConflict {
-                expected: expected_version,
-                actual: actual as u64,
-            });
+        if plan.changes.is_empty() {
+            let actual = self.current_version().await?;
+            if actual != expected_version {
+                return Err(StoreError::VersionConflict {
+                    expected: expected_version,
+                    actual,
+                });
+            }
+            return Ok(actual);
         }
+        // Fast path: batched statements, constraints checked by the database.
+        let mut tx = self.writer.begin().await?;
+        check_version(&mut tx, expected_version).await?;
+        if crate::bulk::apply_plan(&mut tx, plan).await.is_ok() {
+            return self.commit(tx).await;
+        }
+        drop(tx); // rolled back
+                  // Slow path: row by row with explicit checks, to name the change that fails.
+        let mut tx = self.writer.begin().await?;
+        check_version(&mut tx, expected_version).await?;
         for (index, change) in plan.changes.iter().enumerate() {
             let result = apply_change(&mut tx, change).await;
             if let Err(source) = result {
@@ -283,10 +305,14 @@ impl Store {
                 });
             }
         }
-        if plan.changes.is_empty() {
-            return Ok(actual as u64);
-        }
         self.commit(tx).await
+    }
+
+    async fn current_version(&self) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(version as u64)
     }
 
     /// Bumps the version, commits, then tells subscribers.
@@ -312,6 +338,32 @@ impl Store {
 }
 
 // === helpers ===
+
+async fn clear(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    for table in ["plugins", "routes", "services", "consumers"] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn collect_rows<E: Stored>(entities: &[E]) -> Result<Vec<crate::bulk::Row>, StoreError> {
+    entities.iter().map(crate::bulk::row).collect()
+}
+
+async fn check_version(tx: &mut Transaction<'_, Sqlite>, expected: u64) -> Result<(), StoreError> {
+    let actual: i64 = sqlx::query_scalar("SELECT version FROM config_version WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    if actual as u64 != expected {
+        return Err(StoreError::VersionConflict {
+            expected,
+            actual: actual as u64,
+        });
+    }
+    Ok(())
+}
 
 async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), StoreError> {
     fn entity<E: serde::de::DeserializeOwned>(change: &Change) -> Result<E, StoreError> {
