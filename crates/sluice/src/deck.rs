@@ -149,12 +149,19 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<St
         eprintln!("Error: {e}");
         Exit(1)
     })?;
-    let (content, mut target) = load(files, &schemas)?;
+    // Fetch the current config while the files are parsed and validated: the two are
+    // independent, and each takes a good part of a large diff's time.
     let admin = Admin::new(admin);
-    let (version, current) = admin.snapshot().await.map_err(|e| {
-        eprintln!("Error: {e:#}");
-        Exit(1)
-    })?;
+    let fetch = tokio::spawn(async move { admin.snapshot().await });
+    let (content, mut target) = load(files, &schemas)?;
+    let (version, current) = fetch
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .and_then(|r| r)
+        .map_err(|e| {
+            eprintln!("Error: {e:#}");
+            Exit(1)
+        })?;
     diff::reconcile(&mut target, &content, &current);
     let plan = diff::diff(&current, &target, &content.select_tags);
     Ok((plan, version, content.select_tags))
