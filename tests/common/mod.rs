@@ -70,13 +70,23 @@ impl Sluice {
 
     /// `sluice start` with `args`, on fresh admin and proxy ports.
     pub async fn launch(dir: PathBuf, args: &[String]) -> Self {
+        Self::launch_with(dir, args, "--admin-listen").await
+    }
+
+    /// A data plane: it has no Admin API, so readiness is read from its status listener,
+    /// which `admin` then points at.
+    pub async fn launch_data_plane(dir: PathBuf, args: &[String]) -> Self {
+        Self::launch_with(dir, args, "--status-listen").await
+    }
+
+    async fn launch_with(dir: PathBuf, args: &[String], status_flag: &str) -> Self {
         let admin_port = free_port();
         let proxy_port = free_port();
         let admin = format!("127.0.0.1:{admin_port}");
         let log =
             std::fs::File::create(dir.join(format!("sluice-{admin_port}.log"))).expect("log file");
         let child = Command::new(BIN)
-            .args(["start", "--admin-listen", &admin])
+            .args(["start", status_flag, &admin])
             .args(["--proxy-listen", &format!("127.0.0.1:{proxy_port}")])
             .args(args)
             .stdout(Stdio::null())

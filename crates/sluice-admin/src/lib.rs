@@ -53,7 +53,13 @@ struct Inner {
     node: NodeInfo,
     counters: Counters,
     dbless: bool,
+    data_planes: Option<DataPlanesFn>,
 }
+
+/// Lists the connected data planes for `GET /clustering/data-planes` (set on a control plane).
+/// A function rather than the cluster registry itself, so this crate does not depend on the
+/// cluster protocol.
+pub type DataPlanesFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Request counters for `GET /status`.
 #[derive(Default)]
@@ -74,7 +80,19 @@ impl AdminState {
                 node,
                 counters: Counters::default(),
                 dbless,
+                data_planes: None,
             }),
+        }
+    }
+
+    /// Makes this node answer `GET /clustering/data-planes` (a control plane).
+    pub fn with_data_planes(self, data_planes: DataPlanesFn) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("with_data_planes is called right after new, before any clone")
+        });
+        inner.data_planes = Some(data_planes);
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -195,6 +213,7 @@ pub fn router(state: AdminState) -> Router {
                 .post(dbless::post_config)
                 .layer(DefaultBodyLimit::max(MAX_SYNC_BODY_BYTES)),
         )
+        .route("/clustering/data-planes", get(data_planes))
         .route("/sluice/snapshot", get(sync::snapshot))
         .route(
             "/sluice/sync",
@@ -210,6 +229,16 @@ pub fn router(state: AdminState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// `GET /clustering/data-planes`: Kong's list shape.
+async fn data_planes(
+    State(state): State<AdminState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let list = state.inner.data_planes.as_ref().ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(
+        serde_json::json!({ "data": list(), "next": null }),
+    ))
 }
 
 /// Counts requests for `GET /status`.

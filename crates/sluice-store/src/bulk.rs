@@ -134,7 +134,7 @@ pub(crate) async fn apply_plan(
         } else {
             let rows = batch
                 .iter()
-                .map(|change| change_row(change))
+                .map(change_row)
                 .collect::<Result<Vec<Row>, StoreError>>()?;
             upsert(tx, first.kind.collection(), &rows).await?;
         }

@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod dataplane;
 mod deck;
+mod hybrid;
 mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,10 +76,25 @@ enum Command {
         #[command(flatten)]
         admin: deck::AdminArgs,
     },
+    /// Hybrid-mode helpers.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Manage the database schema.
     Migrations {
         #[command(subcommand)]
         action: MigrationsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Write a shared certificate and key for --cluster-cert / --cluster-cert-key (Kong's
+    /// "shared" mTLS mode: every node of the cluster uses the same pair).
+    GenCert {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
     },
 }
 
@@ -119,6 +135,13 @@ fn main() -> anyhow::Result<()> {
                 select_tags,
             } => Ok(deck::dump(&admin, output.as_ref(), &select_tags).await),
             Command::Ping { admin } => Ok(deck::ping(&admin).await),
+            Command::Cluster {
+                action: ClusterAction::GenCert { cert, key },
+            } => {
+                sluice_cluster::gen_cert(&cert, &key)?;
+                println!("wrote {} and {}", cert.display(), key.display());
+                Ok(Ok(()))
+            }
         }
     })?;
     // decK's exit codes: 0 ok, 1 error, 2 diff found (with --non-zero-exit-code).

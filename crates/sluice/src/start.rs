@@ -17,30 +17,37 @@ pub const DEFAULT_DATABASE: &str = "sqlite://sluice.db";
 pub struct StartArgs {
     /// Where entities live: sqlite://PATH (default), postgres://URL, or `off` (DB-less).
     #[arg(long, env = "SLUICE_DATABASE", default_value = DEFAULT_DATABASE)]
-    database: String,
+    pub database: String,
     /// With `--database off`: the declarative config file to serve.
     #[arg(long, env = "SLUICE_DECLARATIVE_CONFIG")]
-    declarative_config: Option<std::path::PathBuf>,
+    pub declarative_config: Option<std::path::PathBuf>,
     /// traditional: Admin API and proxy in one process.
     #[arg(long, env = "SLUICE_ROLE", default_value = "traditional")]
-    role: Role,
+    pub role: Role,
     #[arg(long, env = "SLUICE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
-    proxy_listen: SocketAddr,
+    pub proxy_listen: SocketAddr,
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
-    admin_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     #[arg(long, env = "SLUICE_CLUSTER_LISTEN", default_value = "0.0.0.0:8005")]
-    cluster_listen: SocketAddr,
+    pub cluster_listen: SocketAddr,
     #[arg(long, env = "SLUICE_CLUSTER_CONTROL_PLANE")]
-    cluster_control_plane: Option<String>,
+    pub cluster_control_plane: Option<String>,
     #[arg(long, env = "SLUICE_CLUSTER_CERT")]
-    cluster_cert: Option<std::path::PathBuf>,
+    pub cluster_cert: Option<std::path::PathBuf>,
     #[arg(long, env = "SLUICE_CLUSTER_CERT_KEY")]
-    cluster_cert_key: Option<std::path::PathBuf>,
+    pub cluster_cert_key: Option<std::path::PathBuf>,
     /// Where the node keeps runtime files.
     #[arg(long, env = "SLUICE_PREFIX", default_value = ".")]
-    prefix: std::path::PathBuf,
+    pub prefix: std::path::PathBuf,
     #[arg(long, env = "SLUICE_STATUS_LISTEN", default_value = "127.0.0.1:8007")]
-    status_listen: SocketAddr,
+    pub status_listen: SocketAddr,
+    /// Hybrid mode without TLS (plain TCP between control and data planes). Configs carry
+    /// credentials: use only on a trusted network.
+    #[arg(long, env = "SLUICE_CLUSTER_INSECURE")]
+    pub cluster_insecure: bool,
+    /// Seconds between a data plane's pings (Kong: 30).
+    #[arg(long, env = "SLUICE_CLUSTER_PING_INTERVAL", default_value_t = 30)]
+    pub cluster_ping_interval: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,8 +76,24 @@ pub fn database_url(database: &str) -> anyhow::Result<Option<String>> {
 }
 
 pub async fn run(args: StartArgs) -> anyhow::Result<()> {
-    if args.role != Role::Traditional {
-        bail!("only --role traditional is supported yet");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut rx = stop_rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut registry = sluice_plugin::Registry::default();
+    sluice_plugins::register_all(&mut registry);
+    sluice_ai::register(&mut registry);
+    let live = Live::new(Arc::new(registry));
+    if args.role == Role::DataPlane {
+        let shutdown = stopped();
+        return crate::hybrid::run_data_plane(args, live, shutdown, stopped).await;
     }
     let schemas = Arc::new(Schemas::embedded().context("loading the embedded schemas")?);
     let (store, dbless) = match database_url(&args.database)? {
@@ -99,11 +122,6 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut registry = sluice_plugin::Registry::default();
-    sluice_plugins::register_all(&mut registry);
-    sluice_ai::register(&mut registry);
-    let live = Live::new(Arc::new(registry));
-
     if dbless {
         match &args.declarative_config {
             Some(file) => crate::dataplane::follow_file(file.clone(), store.clone(), schemas.clone())
@@ -112,50 +130,78 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             None => tracing::info!("DB-less mode without --declarative-config: serving an empty config until POST /config"),
         }
     }
-    tokio::spawn(crate::dataplane::follow_store(store.clone(), live.clone()));
+    let control_plane = args.role == Role::ControlPlane;
+    if !control_plane {
+        tokio::spawn(crate::dataplane::follow_store(store.clone(), live.clone()));
+    }
 
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the Admin API on {}", args.admin_listen))?;
-    let proxy = TcpListener::bind(args.proxy_listen)
-        .await
-        .with_context(|| format!("binding the proxy on {}", args.proxy_listen))?;
     let admin_addr = admin.local_addr()?;
-    let proxy_addr = proxy.local_addr()?;
     let node = NodeInfo {
         node_id: uuid::Uuid::new_v4().to_string(),
         hostname: hostname(),
-        role: "traditional".to_owned(),
+        role: if control_plane {
+            "control_plane"
+        } else {
+            "traditional"
+        }
+        .to_owned(),
         database: if dbless { "off" } else { "sqlite" }.to_owned(),
         admin_listen: admin_addr.to_string(),
-        proxy_listen: proxy_addr.to_string(),
+        proxy_listen: args.proxy_listen.to_string(),
     };
-    let state = AdminState::new(store.clone(), schemas, node, dbless);
-    let app = sluice_admin::router(state);
-    tracing::info!(
-        admin = %admin_addr,
-        proxy = %proxy_addr,
-        database = %args.database,
-        version = store.version(),
-        "sluice started"
-    );
+    let mut state = AdminState::new(store.clone(), schemas, node, dbless);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    // A control plane serves data planes instead of proxying.
+    let mut cluster_task = None;
+    if control_plane {
+        let tls = crate::hybrid::tls_files(&args)?;
+        let cluster = TcpListener::bind(args.cluster_listen)
+            .await
+            .with_context(|| format!("binding the cluster listener on {}", args.cluster_listen))?;
+        let initial = Arc::new(store.snapshot().await?);
+        let (snapshot_tx, snapshot_rx) = tokio::sync::watch::channel(initial);
+        tokio::spawn(crate::hybrid::feed_snapshots(store.clone(), snapshot_tx));
+        let registry = sluice_cluster::Registry::default();
+        state = state.with_data_planes(crate::hybrid::data_planes_fn(
+            registry.clone(),
+            snapshot_rx.clone(),
+        ));
+        tracing::info!(cluster = %cluster.local_addr()?, tls = tls.is_some(), "cluster listener started");
+        cluster_task = Some(tokio::spawn(sluice_cluster::serve_control_plane(
+            cluster,
+            tls,
+            snapshot_rx,
+            registry,
+            stopped(),
+        )));
+    }
+    let app = sluice_admin::router(state);
     let admin_server = axum::serve(admin, app).with_graceful_shutdown(stopped());
-    let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let (admin_result, proxy_result) = tokio::join!(admin_server, proxy_server);
-    admin_result.context("serving the Admin API")?;
-    proxy_result.context("serving the proxy")?;
+    if control_plane {
+        tracing::info!(admin = %admin_addr, database = %args.database, "sluice control plane started");
+        admin_server.await.context("serving the Admin API")?;
+        if let Some(task) = cluster_task {
+            let _ = task.await;
+        }
+    } else {
+        let proxy = TcpListener::bind(args.proxy_listen)
+            .await
+            .with_context(|| format!("binding the proxy on {}", args.proxy_listen))?;
+        tracing::info!(
+            admin = %admin_addr,
+            proxy = %proxy.local_addr()?,
+            database = %args.database,
+            version = store.version(),
+            "sluice started"
+        );
+        let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
+        let (admin_result, proxy_result) = tokio::join!(admin_server, proxy_server);
+        admin_result.context("serving the Admin API")?;
+        proxy_result.context("serving the proxy")?;
+    }
     store.close().await;
     tracing::info!("sluice stopped");
     Ok(())

@@ -1,0 +1,144 @@
+//! Hybrid mode: `--role control_plane` (Admin API + cluster listener, no proxy) and
+//! `--role data_plane` (proxy only, config pushed by the control plane, cached locally).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use sluice_cluster::{DataPlaneOptions, Registry, TlsFiles};
+use sluice_model::Snapshot;
+use sluice_proxy::{Live, ProxyConfig};
+use sluice_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::start::StartArgs;
+
+/// The cluster TLS files, or None with `--cluster-insecure`; refuses to guess.
+pub fn tls_files(args: &StartArgs) -> anyhow::Result<Option<TlsFiles>> {
+    match (
+        &args.cluster_cert,
+        &args.cluster_cert_key,
+        args.cluster_insecure,
+    ) {
+        (Some(cert), Some(key), _) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        (None, None, true) => Ok(None),
+        _ => bail!(
+            "hybrid mode needs --cluster-cert and --cluster-cert-key (make them with \
+             `sluice cluster gen-cert`), or --cluster-insecure for plain TCP"
+        ),
+    }
+}
+
+/// Feeds the cluster listener: the newest snapshot, read after every config change.
+pub async fn feed_snapshots(store: Store, tx: watch::Sender<Arc<Snapshot>>) {
+    let mut versions = store.subscribe();
+    loop {
+        match store.snapshot().await {
+            Ok(snapshot) => {
+                let _ = tx.send(Arc::new(snapshot));
+            }
+            Err(error) => tracing::error!(%error, "reading the config for data planes failed"),
+        }
+        if versions.changed().await.is_err() {
+            return;
+        }
+        versions.borrow_and_update();
+    }
+}
+
+/// `GET /clustering/data-planes` rows, with whether each serves the current config.
+pub fn data_planes_fn(
+    registry: Registry,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+) -> sluice_admin::DataPlanesFn {
+    Arc::new(move || {
+        let current = sluice_cluster::config_hash(&snapshots.borrow());
+        let rows: Vec<serde_json::Value> = registry
+            .list()
+            .into_iter()
+            .map(|dp| {
+                let in_sync = dp.config_hash == current;
+                let mut row = serde_json::to_value(&dp).unwrap_or_default();
+                row["in_sync"] = json!(in_sync);
+                row
+            })
+            .collect();
+        json!(rows)
+    })
+}
+
+/// A data plane: proxy, status endpoint, and the cluster client.
+pub async fn run_data_plane(
+    args: StartArgs,
+    live: Live,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<()> {
+    let Some(control_plane) = args.cluster_control_plane.clone() else {
+        bail!("--role data_plane needs --cluster-control-plane HOST:PORT");
+    };
+    let tls = tls_files(&args)?;
+    std::fs::create_dir_all(&args.prefix)
+        .with_context(|| format!("creating --prefix {}", args.prefix.display()))?;
+    let options = DataPlaneOptions {
+        control_plane,
+        tls,
+        cache_path: args.prefix.join("config.cache"),
+        node_id: uuid::Uuid::new_v4().to_string(),
+        ping_interval: Duration::from_secs(args.cluster_ping_interval.max(1)),
+    };
+    let applier = live.clone();
+    let apply = move |snapshot: &Snapshot| {
+        applier
+            .apply(snapshot)
+            .map(|version| {
+                tracing::info!(
+                    version,
+                    "data plane applied a config from the control plane"
+                )
+            })
+            .map_err(|e| e.to_string())
+    };
+    let cluster = tokio::spawn(sluice_cluster::run_data_plane(options, apply, shutdown));
+
+    let proxy = TcpListener::bind(args.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy on {}", args.proxy_listen))?;
+    let status = TcpListener::bind(args.status_listen)
+        .await
+        .with_context(|| format!("binding the status listener on {}", args.status_listen))?;
+    tracing::info!(
+        proxy = %proxy.local_addr()?,
+        status = %status.local_addr()?,
+        "sluice data plane started"
+    );
+    let status_live = live.clone();
+    let status_app = axum::Router::new().route(
+        "/status",
+        axum::routing::get(move || {
+            let live = status_live.clone();
+            async move {
+                axum::Json(json!({
+                    "role": "data_plane",
+                    "configuration_version": live.version(),
+                    "routes": live.routes(),
+                }))
+            }
+        }),
+    );
+    let status_server = axum::serve(status, status_app).with_graceful_shutdown(stopped());
+    let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
+    let (status_result, proxy_result) = tokio::join!(status_server, proxy_server);
+    status_result.context("serving the status endpoint")?;
+    proxy_result.context("serving the proxy")?;
+    match cluster.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error).context("the cluster connection failed"),
+        Err(error) => Err(error).context("the cluster task failed"),
+    }
+}
