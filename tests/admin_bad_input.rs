@@ -299,13 +299,18 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         "{{\"host\": \"x.internal\", \"tags\": [\"{}\"]}}",
         "a".repeat(10 * 1024 * 1024)
     );
+    // On its own connection: the server answers before reading the whole body and closes
+    // the connection, which must not poison the pooled connection the other requests reuse.
+    let lone = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let body = refused(
         StatusCode::PAYLOAD_TOO_LARGE,
-        kong.raw(
-            "POST",
-            "/services",
-            Some("application/json"),
-            huge.into_bytes(),
+        common::send(
+            lone.post(kong.url("/services"))
+                .header("content-type", "application/json")
+                .body(huge.into_bytes()),
         )
         .await,
     );

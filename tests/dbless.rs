@@ -33,6 +33,18 @@ async fn follows_the_file_and_keeps_the_old_config_on_errors() {
     let kong = Sluice::start_dbless(dir.clone(), &file).await;
     kong.wait_for_proxy("/one", 200).await;
 
+    // Reading the file (an editor, `cat`, our own reload) is not a change: no reload loop.
+    let version = kong.config_version().await;
+    for _ in 0..5 {
+        let _ = std::fs::read_to_string(&file).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        kong.config_version().await,
+        version,
+        "reads must not reload the config"
+    );
+
     // Edited in place.
     std::fs::write(&file, config(up, &["/one", "/two"])).unwrap();
     kong.wait_for_proxy("/two", 200).await;

@@ -299,3 +299,29 @@ async fn a_refused_or_interrupted_sync_leaves_the_store_exactly_as_it_was() {
     // after the snapshot: covered above at the API level.) The node is still healthy:
     assert!(node.get("/status").await.0.is_success());
 }
+
+/// The example files shipped in deck/ stay valid.
+#[test]
+fn deck_examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deck");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = run(
+                None,
+                &["validate", &path.display().to_string()],
+                &[
+                    ("DECK_XAI_API_KEY", "xai-test"),
+                    ("DECK_OPENAI_API_KEY", "sk-test"),
+                ],
+            );
+            assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 5,
+        "expected the quick start, xAI chat, xAI images, OpenAI and hybrid examples"
+    );
+}

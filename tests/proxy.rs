@@ -65,6 +65,31 @@ async fn proxies_with_kongs_path_and_headers() {
     assert_eq!(h["x-sluice-request-id"], request_id.as_str());
     assert!(h["via"].as_str().unwrap().contains("sluice"));
 
+    // Percent-encoded paths: routed decoded, sent upstream as a valid (re-encoded) URI.
+    let response = kong
+        .through("GET", "/v1/a%20b/caf%C3%A9?q=%20")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["path_and_query"], "/base/a%20b/caf%C3%A9?q=%20");
+
+    // A client cannot strip or spoof the headers the gateway sets.
+    let response = kong
+        .through("GET", "/v1/x")
+        .header("connection", "x-forwarded-for, x-sluice-request-id")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-prefix", "/spoofed")
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert!(echo["headers"]["x-sluice-request-id"].is_string());
+    assert_eq!(echo["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(echo["headers"]["x-forwarded-prefix"], "/v1");
+
     // preserve_host and strip_path off.
     let (status, _) = kong.post("/services/api/routes", json!({"name": "keep", "paths": ["/keep"], "strip_path": false, "preserve_host": true, "hosts": ["example.test"]})).await;
     assert_eq!(status, StatusCode::CREATED);

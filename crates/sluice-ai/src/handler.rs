@@ -236,17 +236,22 @@ impl AiProxy {
                 (&auth.param_name, &auth.param_value, &auth.param_location)
             {
                 if location == "query" {
-                    let present = path_and_query.split_once('?').is_some_and(|(_, q)| {
-                        q.split('&').any(|kv| kv.split('=').next() == Some(name))
-                    });
+                    let (path, query) = match path_and_query.split_once('?') {
+                        Some((path, query)) => (path.to_owned(), query.to_owned()),
+                        None => (path_and_query.clone(), String::new()),
+                    };
+                    let is_ours = |kv: &&str| kv.split('=').next() == Some(name.as_str());
+                    let present = query.split('&').any(|kv| is_ours(&kv));
                     if !present || !self.allow_override() {
-                        let separator = if path_and_query.contains('?') {
-                            '&'
-                        } else {
-                            '?'
-                        };
-                        path_and_query.push(separator);
-                        path_and_query.push_str(&format!("{name}={}", encode(value)));
+                        // Replace, never append: with two values the upstream may read the
+                        // client's first, which would defeat allow_override = false.
+                        let mut pairs: Vec<&str> = query
+                            .split('&')
+                            .filter(|kv| !kv.is_empty() && !is_ours(kv))
+                            .collect();
+                        let ours = format!("{name}={}", encode(value));
+                        pairs.push(&ours);
+                        path_and_query = format!("{path}?{}", pairs.join("&"));
                     }
                 }
             }

@@ -99,7 +99,9 @@ impl Attempt<'_> {
             "{scheme}://{}:{}{}",
             upstream.host, upstream.port, upstream.path_and_query
         );
-        text.parse().map_err(|_| ForwardError::Uri(text))
+        // The error names scheme, host and path only: a query may carry a provider key.
+        text.parse()
+            .map_err(|_| ForwardError::Uri(text.split('?').next().unwrap_or_default().to_owned()))
     }
 }
 

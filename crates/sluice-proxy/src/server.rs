@@ -58,6 +58,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then lets in-flight requests
 /// finish (up to the grace period).
@@ -74,7 +75,19 @@ pub async fn serve(
         id_prefix: std::process::id() ^ (Instant::now().elapsed().subsec_nanos()),
         next_id: AtomicU64::new(0),
     });
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper drops its header read timeout: a client that sends half a request
+    // head and then nothing would hold its socket forever (slowloris). 60 s, like nginx.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -194,14 +207,14 @@ async fn handle(
             https: service.https,
             host: service.host.clone(),
             port: service.port,
-            path_and_query: sluice_router::upstream_path(
+            path_and_query: encode_path(&sluice_router::upstream_path(
                 service.path.as_deref(),
                 &path,
                 query.as_deref(),
                 matched_path.as_deref(),
                 target.strip_path,
                 target.path_handling,
-            ),
+            )),
             host_header: if target.preserve_host {
                 host_header.clone()
             } else {
@@ -220,12 +233,15 @@ async fn handle(
         },
     };
 
-    let path_suffix = match matched_path.as_deref() {
+    let path_suffix = encode_path(match matched_path.as_deref() {
         Some(prefix) if target.strip_path && !prefix.is_empty() => {
-            path.strip_prefix(prefix).unwrap_or(&path).to_owned()
+            path.strip_prefix(prefix).unwrap_or(&path)
         }
-        _ => path.clone(),
-    };
+        _ => &path,
+    });
+    // Hop-by-hop headers go first, before Sluice adds its own: a client listing
+    // `Connection: X-Forwarded-For` must not be able to remove what the gateway sets.
+    strip_hop_by_hop(&mut parts.headers);
     forwarded_headers(
         &mut parts.headers,
         peer,
@@ -285,7 +301,6 @@ async fn handle(
     }
     let upstream_header = HeaderValue::from_str(&ctx.upstream.host_header).ok();
     let ProxyRequest { mut parts, body } = proxy_request;
-    strip_hop_by_hop(&mut parts.headers);
     match upstream_header {
         Some(host) => {
             parts.headers.insert(header::HOST, host);
@@ -484,8 +499,13 @@ fn forwarded_headers(
     set(headers, &X_FORWARDED_HOST, strip_port(host_header));
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(local_port));
     set(headers, &X_FORWARDED_PATH, raw_path);
-    if let Some(prefix) = stripped_prefix {
-        set(headers, &X_FORWARDED_PREFIX, prefix);
+    set(headers, &X_REAL_IP, &peer.ip().to_string());
+    // Only a prefix Sluice stripped is forwarded; a client's own value is not trusted.
+    match stripped_prefix {
+        Some(prefix) => set(headers, &X_FORWARDED_PREFIX, prefix),
+        None => {
+            headers.remove(&X_FORWARDED_PREFIX);
+        }
     }
 }
 
@@ -515,6 +535,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
+}
+
+/// The router matches on the percent-decoded path; what goes upstream must be a valid URI
+/// again, so bytes outside RFC 3986's path characters are re-escaped (a decoded space becomes
+/// `%20`, UTF-8 stays escaped). Existing escapes and the query are kept as they are.
+fn encode_path(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path_and_query.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        let keep = b.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=:@/".contains(&b)
+            || (b == b'%'
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
 
 fn strip_port(host: &str) -> &str {

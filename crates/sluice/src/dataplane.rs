@@ -64,10 +64,19 @@ pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            if event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(ToOwned::to_owned) == file_name)
+            // Only changes count: notify also reports opens and reads of the file (our own
+            // reload reads it), which would make every reload trigger the next one.
+            let changed = matches!(
+                event.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            );
+            if changed
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(ToOwned::to_owned) == file_name)
             {
                 let _ = tx.send(());
             }
@@ -76,10 +85,16 @@ pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> 
     watcher.watch(&directory, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (and unwatched) when this task ends
+        let mut last = tokio::fs::read(&file).await.ok();
         while rx.recv().await.is_some() {
             // Debounce: an editor's save is several events (truncate, write, rename).
             tokio::time::sleep(Duration::from_millis(100)).await;
             while rx.try_recv().is_ok() {}
+            let current = tokio::fs::read(&file).await.ok();
+            if current.is_some() && current == last {
+                continue; // touched but not changed: nothing to reload
+            }
+            last = current;
             if let Err(error) = load_file(&file, &store, &schemas).await {
                 tracing::error!("{error:#}");
             }
