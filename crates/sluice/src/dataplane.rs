@@ -27,6 +27,7 @@ pub async fn follow_store(store: Store, live: Live) {
 }
 
 async fn apply_latest(store: &Store, live: &Live) {
+    let started = std::time::Instant::now();
     let snapshot = match store.snapshot().await {
         Ok(snapshot) => snapshot,
         Err(error) => {
@@ -34,13 +35,20 @@ async fn apply_latest(store: &Store, live: &Live) {
             return;
         }
     };
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let live = live.clone();
     let version = snapshot.version;
     let routes = snapshot.routes.len();
     // Compiling 100k routes is CPU work; keep it off the async workers serving requests.
     let result = tokio::task::spawn_blocking(move || live.apply(&snapshot)).await;
     match result {
-        Ok(Ok(_)) => tracing::debug!(version, routes, "data plane config swapped"),
+        Ok(Ok(_)) => tracing::debug!(
+            version,
+            routes,
+            read_ms,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "data plane config swapped"
+        ),
         Ok(Err(error)) => tracing::error!(
             version,
             %error,
