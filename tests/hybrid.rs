@@ -179,6 +179,21 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
         })
         .await;
     }
+    // A further change goes as a delta to data planes known to serve the previous config.
+    std::fs::write(&file, config(up, &["/one", "/two", "/three"])).unwrap();
+    sync(&cp, &file);
+    for dp in [&dp1, &dp2] {
+        eventually("the delta reaches the data plane", || async {
+            status(dp, "/three").await == 200
+        })
+        .await;
+        assert!(
+            dp.logs()
+                .contains("applying a delta from the control plane"),
+            "{}",
+            dp.logs()
+        );
+    }
 }
 
 #[tokio::test]

@@ -86,6 +86,9 @@ struct Encoded {
     version: u64,
     config_hash: String,
     frame: Bytes,
+    /// The change from the previous config as a `delta` frame, with that config's hash: what a
+    /// data plane serving exactly that config receives instead of `frame`.
+    delta: Option<(String, Bytes)>,
 }
 
 /// What a connection task needs besides its socket.
@@ -171,19 +174,40 @@ async fn encode_snapshots(
     encoded: watch::Sender<Option<Arc<Encoded>>>,
 ) {
     let mut last_hash: Option<String> = None;
+    let mut previous: Option<(Arc<Snapshot>, String)> = None;
     loop {
         let snapshot: Arc<Snapshot> = snapshots.borrow_and_update().clone();
         let version = snapshot.version;
+        let base = previous.clone();
+        let current = Arc::clone(&snapshot);
         let result = tokio::task::spawn_blocking(move || -> Result<Encoded, ClusterError> {
             let config_hash = config_hash(&snapshot);
             let frame = encode_reconfigure(&snapshot, &config_hash)?;
+            let delta = match base {
+                Some((old, base_hash)) if base_hash != config_hash => {
+                    let changes = crate::message::DeltaChanges::between(&old, &snapshot);
+                    let delta = encode(&Message::Delta {
+                        version: snapshot.version,
+                        base_hash: base_hash.clone(),
+                        config_hash: config_hash.clone(),
+                        changes,
+                    })?;
+                    // Only worth it when smaller than the whole config.
+                    (delta.len() < frame.len()).then(|| (base_hash, Bytes::from(delta)))
+                }
+                _ => None,
+            };
             Ok(Encoded {
                 version: snapshot.version,
                 config_hash,
                 frame: Bytes::from(frame),
+                delta,
             })
         })
         .await;
+        if let Ok(Ok(next)) = &result {
+            previous = Some((current, next.config_hash.clone()));
+        }
         match result {
             Ok(Ok(next)) if last_hash.as_deref() == Some(next.config_hash.as_str()) => {
                 tracing::debug!(version, "config content unchanged; data planes keep theirs");
@@ -331,8 +355,11 @@ where
     let pong = Bytes::from(encode(&Message::Pong)?);
     // Kong pushes the full config on connect, whatever the data plane already has.
     let current = encoded.borrow_and_update().clone();
+    // The hash of the config this data plane was last sent: it decides delta or full.
+    let mut sent_hash = String::new();
     if let Some(current) = current {
-        send_config(&mut ws, &current, &node_id).await?;
+        send_config(&mut ws, &current, &node_id, &sent_hash).await?;
+        sent_hash.clone_from(&current.config_hash);
     }
     let mut feed_open = true;
     let mut deadline = Instant::now() + DP_SILENCE_LIMIT;
@@ -345,7 +372,8 @@ where
                 } else {
                     let next = encoded.borrow_and_update().clone();
                     if let Some(next) = next {
-                        send_config(&mut ws, &next, &node_id).await?;
+                        send_config(&mut ws, &next, &node_id, &sent_hash).await?;
+                        sent_hash.clone_from(&next.config_hash);
                     }
                 }
             }
@@ -412,11 +440,17 @@ async fn send_config<S>(
     ws: &mut WebSocketStream<S>,
     encoded: &Encoded,
     node_id: &str,
+    sent_hash: &str,
 ) -> Result<(), ClusterError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    send_frame(ws, encoded.frame.clone()).await?;
+    let frame = match &encoded.delta {
+        Some((base, delta)) if base == sent_hash => delta.clone(),
+        _ => encoded.frame.clone(),
+    };
+    tracing::debug!(%node_id, bytes = frame.len(), delta = frame.len() != encoded.frame.len(), "config push");
+    send_frame(ws, frame).await?;
     tracing::debug!(
         %node_id,
         version = encoded.version,

@@ -83,6 +83,8 @@ struct DataPlane<F> {
     apply: Arc<F>,
     /// The hash of the config being served; [`EMPTY_CONFIG_HASH`] before the first.
     config_hash: String,
+    /// The config being served, kept so a `delta` can be applied to it.
+    current: Option<Arc<Snapshot>>,
     /// Set once the control plane answered on the current connection: the next reconnect
     /// starts over from the shortest backoff.
     synced: bool,
@@ -134,6 +136,7 @@ where
         hostname: local_hostname(),
         apply: Arc::new(apply),
         config_hash: EMPTY_CONFIG_HASH.to_owned(),
+        current: None,
         synced: false,
     };
 
@@ -286,25 +289,27 @@ where
     async fn load_cached(&mut self) {
         let path = self.options.cache_path.clone();
         let apply = Arc::clone(&self.apply);
-        let loaded =
-            tokio::task::spawn_blocking(move || -> Result<Option<(u64, String)>, ClusterError> {
+        let loaded = tokio::task::spawn_blocking(
+            move || -> Result<Option<(Arc<Snapshot>, String)>, ClusterError> {
                 let Some((snapshot, config_hash)) = load_cache(&path)? else {
                     return Ok(None);
                 };
                 (*apply)(&snapshot).map_err(ClusterError::Rejected)?;
-                Ok(Some((snapshot.version, config_hash)))
-            })
-            .await;
+                Ok(Some((Arc::new(snapshot), config_hash)))
+            },
+        )
+        .await;
         let path = self.options.cache_path.display();
         match loaded {
-            Ok(Ok(Some((version, config_hash)))) => {
+            Ok(Ok(Some((snapshot, config_hash)))) => {
                 tracing::info!(
                     %path,
-                    version,
+                    version = snapshot.version,
                     %config_hash,
                     "found a cached config; serving it until the control plane answers"
                 );
                 self.config_hash = config_hash;
+                self.current = Some(snapshot);
             }
             Ok(Ok(None)) => tracing::debug!(%path, "no cached config"),
             Ok(Err(error)) => tracing::warn!(%path, %error, "ignoring the cached config"),
@@ -410,6 +415,33 @@ where
                             // Report the new hash now rather than at the next tick.
                             self.ping(&mut ws).await?;
                         }
+                        Message::Delta {
+                            version,
+                            base_hash,
+                            config_hash,
+                            changes,
+                        } => {
+                            self.synced = true;
+                            let Some(base) = self.current.clone().filter(|_| base_hash == self.config_hash) else {
+                                // Not the base we serve: reconnect, which brings a full push.
+                                return Err(ClusterError::Protocol(
+                                    "received a delta for a config this node does not serve".to_owned(),
+                                ));
+                            };
+                            tracing::info!(version, changes = changes.len(), "applying a delta from the control plane");
+                            let patched = changes.apply(&base, version);
+                            if crate::message::config_hash(&patched) != config_hash {
+                                return Err(ClusterError::Protocol(
+                                    "a delta did not produce the announced config; asking for a full push".to_owned(),
+                                ));
+                            }
+                            let frame = match crate::message::encode_reconfigure(&patched, &config_hash) {
+                                Ok(frame) => Bytes::from(frame),
+                                Err(error) => return Err(error),
+                            };
+                            self.reconfigure(frame, version, config_hash, patched).await;
+                            self.ping(&mut ws).await?;
+                        }
                         Message::Pong => self.synced = true,
                         Message::Refused { reason } => return Err(ClusterError::Refused(reason)),
                         other => tracing::debug!(
@@ -443,15 +475,17 @@ where
         let apply = Arc::clone(&self.apply);
         let cache_path = self.options.cache_path.clone();
         // Outer error: the config was rejected; inner: it applied but caching it failed.
-        let applied =
-            tokio::task::spawn_blocking(move || -> Result<Result<(), ClusterError>, String> {
+        let applied = tokio::task::spawn_blocking(
+            move || -> Result<(Result<(), ClusterError>, Snapshot), String> {
                 (*apply)(&snapshot)?;
                 // The frame is the cache body as is: no second encode of a large config.
-                Ok(write_cache_frame(&cache_path, &frame))
-            })
-            .await;
+                Ok((write_cache_frame(&cache_path, &frame), snapshot))
+            },
+        )
+        .await;
         match applied {
-            Ok(Ok(cached)) => {
+            Ok(Ok((cached, snapshot))) => {
+                self.current = Some(Arc::new(snapshot));
                 tracing::info!(version, %config_hash, "applied the config from the control plane");
                 if let Err(error) = cached {
                     tracing::warn!(

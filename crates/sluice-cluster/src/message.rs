@@ -66,6 +66,15 @@ pub enum Message {
         #[serde(with = "wire_snapshot")]
         snapshot: Snapshot,
     },
+    /// CP → DP: only what changed since the config whose hash is `base_hash`. Sent to a data
+    /// plane known to serve exactly that base; any other gets the full `Reconfigure`.
+    Delta {
+        version: u64,
+        base_hash: String,
+        /// [`config_hash`] of the config after the change, which the data plane verifies.
+        config_hash: String,
+        changes: DeltaChanges,
+    },
     /// DP → CP every ping interval, and right after applying a config.
     Ping { config_hash: String },
     /// CP → DP, the answer to every `Ping`.
@@ -173,6 +182,141 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, ClusterError> {
 /// Decodes one frame. Refuses frames that inflate past 1 GiB.
 pub fn decode(frame: &[u8]) -> Result<Message, ClusterError> {
     decode_limited(frame, MAX_DECODED_BYTES)
+}
+
+/// What changed between two configs: entities added or changed (whole), and ids removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeltaChanges {
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub consumers: Vec<Consumer>,
+    pub plugins: Vec<Plugin>,
+    /// `(kind, id)`; kind is the collection name (`routes`).
+    pub deleted: Vec<(String, uuid::Uuid)>,
+}
+
+// === impl DeltaChanges ===
+
+impl DeltaChanges {
+    /// The changes that turn `old` into `new`.
+    pub fn between(old: &Snapshot, new: &Snapshot) -> Self {
+        let mut changes = Self::default();
+        diff_list(
+            &old.services,
+            &new.services,
+            |e| e.id,
+            "services",
+            &mut changes.services,
+            &mut changes.deleted,
+        );
+        diff_list(
+            &old.routes,
+            &new.routes,
+            |e| e.id,
+            "routes",
+            &mut changes.routes,
+            &mut changes.deleted,
+        );
+        diff_list(
+            &old.consumers,
+            &new.consumers,
+            |e| e.id,
+            "consumers",
+            &mut changes.consumers,
+            &mut changes.deleted,
+        );
+        diff_list(
+            &old.plugins,
+            &new.plugins,
+            |e| e.id,
+            "plugins",
+            &mut changes.plugins,
+            &mut changes.deleted,
+        );
+        changes
+    }
+
+    /// `base` with these changes applied, at `version`. Lists stay sorted by id, as the
+    /// store produces them.
+    pub fn apply(&self, base: &Snapshot, version: u64) -> Snapshot {
+        let deleted = |kind: &str| -> std::collections::HashSet<uuid::Uuid> {
+            self.deleted
+                .iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        Snapshot {
+            version,
+            services: patch_list(&base.services, &self.services, &deleted("services"), |e| {
+                e.id
+            }),
+            routes: patch_list(&base.routes, &self.routes, &deleted("routes"), |e| e.id),
+            consumers: patch_list(
+                &base.consumers,
+                &self.consumers,
+                &deleted("consumers"),
+                |e| e.id,
+            ),
+            plugins: patch_list(&base.plugins, &self.plugins, &deleted("plugins"), |e| e.id),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+            + self.routes.len()
+            + self.consumers.len()
+            + self.plugins.len()
+            + self.deleted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn diff_list<E: Clone + PartialEq>(
+    old: &[E],
+    new: &[E],
+    id: impl Fn(&E) -> uuid::Uuid,
+    kind: &str,
+    upserts: &mut Vec<E>,
+    deleted: &mut Vec<(String, uuid::Uuid)>,
+) {
+    let before: std::collections::HashMap<uuid::Uuid, &E> =
+        old.iter().map(|e| (id(e), e)).collect();
+    let after: std::collections::HashSet<uuid::Uuid> = new.iter().map(&id).collect();
+    for entity in new {
+        if before
+            .get(&id(entity))
+            .is_none_or(|previous| *previous != entity)
+        {
+            upserts.push(entity.clone());
+        }
+    }
+    for entity in old {
+        if !after.contains(&id(entity)) {
+            deleted.push((kind.to_owned(), id(entity)));
+        }
+    }
+}
+
+fn patch_list<E: Clone>(
+    base: &[E],
+    upserts: &[E],
+    deleted: &std::collections::HashSet<uuid::Uuid>,
+    id: impl Fn(&E) -> uuid::Uuid,
+) -> Vec<E> {
+    let replaced: std::collections::HashMap<uuid::Uuid, &E> =
+        upserts.iter().map(|e| (id(e), e)).collect();
+    let mut out: Vec<E> = base
+        .iter()
+        .filter(|e| !deleted.contains(&id(e)) && !replaced.contains_key(&id(e)))
+        .cloned()
+        .collect();
+    out.extend(upserts.iter().cloned());
+    out.sort_by_key(|e| id(e));
+    out
 }
 
 /// The `Reconfigure` frame for `snapshot`, encoded from borrows (see [`ReconfigureRef`]).
@@ -322,6 +466,7 @@ impl Message {
         match self {
             Message::BasicInfo { .. } => "basic_info",
             Message::Reconfigure { .. } => "reconfigure",
+            Message::Delta { .. } => "delta",
             Message::Ping { .. } => "ping",
             Message::Pong => "pong",
             Message::Refused { .. } => "refused",

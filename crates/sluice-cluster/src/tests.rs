@@ -131,6 +131,64 @@ fn full_snapshot_size() {
     assert!(frame.len() < 1_000_000, "{} bytes", frame.len());
 }
 
+/// The delta protocol: a one-route change at 10,000 services + 10,000 routes is a tiny frame
+/// next to the full config, and applying it reproduces the new config exactly.
+/// `cargo test -p sluice-cluster delta_is_small_and_exact -- --nocapture` prints the sizes.
+#[test]
+fn delta_is_small_and_exact() {
+    let services: Vec<Service> = (0..10_000)
+        .map(|i| service(&format!("svc-{i:05}")))
+        .collect();
+    let mut routes: Vec<Route> = services
+        .iter()
+        .enumerate()
+        .map(|(i, service)| route(&format!("route-{i:05}"), service))
+        .collect();
+    routes.sort_by_key(|r| r.id);
+    let mut services = services;
+    services.sort_by_key(|s| s.id);
+    let old = Snapshot {
+        version: 1,
+        services,
+        routes,
+        ..Snapshot::default()
+    };
+    let mut new = old.clone();
+    new.version = 2;
+    new.routes[5_000].paths = Some(vec!["/changed".to_owned()]);
+    let removed = new.routes.remove(7_000).id;
+    let changes = crate::message::DeltaChanges::between(&old, &new);
+    assert_eq!(changes.routes.len(), 1);
+    assert_eq!(changes.deleted, vec![("routes".to_owned(), removed)]);
+    let patched = changes.apply(&old, 2);
+    assert_eq!(patched, new);
+    assert_eq!(config_hash(&patched), config_hash(&new));
+
+    let full = encode_reconfigure(&new, &config_hash(&new)).unwrap();
+    let delta = encode(&Message::Delta {
+        version: 2,
+        base_hash: config_hash(&old),
+        config_hash: config_hash(&new),
+        changes,
+    })
+    .unwrap();
+    eprintln!(
+        "10,000 services + routes: full reconfigure {} bytes, one-route delta {} bytes",
+        full.len(),
+        delta.len()
+    );
+    assert!(
+        delta.len() * 100 < full.len(),
+        "delta {} vs full {}",
+        delta.len(),
+        full.len()
+    );
+    match decode(&delta).unwrap() {
+        Message::Delta { changes, .. } => assert_eq!(changes.apply(&old, 2), new),
+        other => panic!("decoded {}", other.kind()),
+    }
+}
+
 // --- config hash ---
 
 #[test]
