@@ -13,10 +13,11 @@
 //! same keys for every entity and compresses well, while the random UUIDs (2–3 per entity)
 //! do not.
 //!
-//! A delta protocol (Kong 3.9's `/v2/outlet` `kong.sync.v2`) would slot in beside
-//! [`Message::Reconfigure`] as a `Delta { from_hash, to_hash, changes }` variant built from the
-//! store's sync plan (`sluice_model::diff`), with the full push kept as the fallback when the
-//! data plane's hash is not the delta's base.
+//! After the first push, a change travels as [`Message::Delta`]: the entities that changed and
+//! the ids removed, against a base config identified by its hash. For a one-route change at
+//! 10,000 services + routes that is ~470 bytes against ~950 KB for the full frame
+//! (`tests::delta_is_small_and_exact`). The full push stays the fallback whenever the data
+//! plane is not known to serve the delta's base.
 
 use std::io::{self, BufWriter, Read, Write};
 
