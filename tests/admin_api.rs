@@ -213,6 +213,12 @@ async fn crud_on_every_collection_and_nested_endpoint() {
     assert_eq!(billing_routes["data"][0]["name"], "r1");
     let (status, owner) = kong.get("/routes/r2/service").await;
     assert_eq!((status, &owner["name"]), (StatusCode::OK, &json!("orders")));
+    // PATCH can move a route to another service by name (the reference is replaced).
+    let (status, moved) = kong
+        .patch("/routes/r1", json!({"service": {"name": "orders"}}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["service"]["id"], fixed);
     let (status, r1b) = kong.put("/routes/r1", json!({"paths": ["/billing/v2"], "service": {"id": svc_id}, "tags": ["team-a", "public"]})).await;
     assert_eq!((status, &r1b["id"]), (StatusCode::OK, &r1["id"]));
 

@@ -109,8 +109,13 @@ pub async fn patch<E: Stored>(
         }
     }
     for (name, value) in object {
+        // Foreign keys are replaced, not merged: `{"service": {"name": "b"}}` must not be
+        // merged into the stored `{"id": ...}`.
+        let foreign = matches!(name.as_str(), "service" | "route" | "consumer");
         match (merged.get_mut(&name), value) {
-            (Some(Value::Object(current)), Value::Object(update)) => merge(current, update),
+            (Some(Value::Object(current)), Value::Object(update)) if !foreign => {
+                merge(current, update)
+            }
             (_, value) => {
                 merged.insert(name, value);
             }

@@ -243,12 +243,19 @@ async fn data_planes(
 
 /// Counts requests for `GET /status`.
 async fn count(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    /// Decrements on drop, so a request whose client went away mid-handler (its future is
+    /// dropped) does not leave the active count one too high forever.
+    struct Active<'a>(&'a AtomicU64);
+    impl Drop for Active<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
     let counters = state.counters();
     counters.total.fetch_add(1, Ordering::Relaxed);
     counters.active.fetch_add(1, Ordering::Relaxed);
-    let response = next.run(request).await;
-    counters.active.fetch_sub(1, Ordering::Relaxed);
-    response
+    let _active = Active(&counters.active);
+    next.run(request).await
 }
 
 /// axum answers an over-limit body with a plain-text 413; rewrite it into Kong's JSON shape.

@@ -384,12 +384,25 @@ async fn handle(
         let collected = tokio::time::timeout(read_timeout, body.collect()).await;
         let mut bytes = match collected {
             Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) | Err(_) => {
-                ctx.status = 502;
-                let response = error(
-                    StatusCode::BAD_GATEWAY,
-                    "An invalid response was received from the upstream server",
-                    &ctx.request_id,
+            failed => {
+                let (status, message) = match failed {
+                    Err(_) => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "The upstream server is timing out",
+                    ),
+                    _ => (
+                        StatusCode::BAD_GATEWAY,
+                        "An invalid response was received from the upstream server",
+                    ),
+                };
+                ctx.status = status.as_u16();
+                let mut response = error(status, message, &ctx.request_id);
+                finish_headers(
+                    shared,
+                    response.headers_mut(),
+                    &ctx,
+                    started + upstream_latency,
+                    Some(upstream_latency),
                 );
                 run_log(&Phases {
                     target,
