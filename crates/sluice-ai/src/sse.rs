@@ -11,7 +11,14 @@ use bytes::{Bytes, BytesMut};
 #[derive(Default)]
 pub struct SseParser {
     carry: BytesMut,
+    /// How much of `carry` is known to hold no terminator, so a long event arriving in many
+    /// small chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
+
+/// A single event larger than this is passed on unparsed rather than buffered further:
+/// memory stays bounded whatever the upstream sends.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// One complete event: its raw bytes (including the terminating blank line) and its data.
 pub struct Event {
@@ -24,16 +31,25 @@ impl SseParser {
     /// Feeds one chunk; returns the events it completed, in order.
     pub fn feed(&mut self, chunk: Bytes) -> Vec<Event> {
         let mut events = Vec::new();
+        // A terminator may straddle the old and new bytes: rescan the last 3 old ones.
+        let mut from = self.scanned.saturating_sub(3);
         let mut data = if self.carry.is_empty() {
             chunk
         } else {
             self.carry.extend_from_slice(&chunk);
             self.carry.split().freeze()
         };
-        while let Some(end) = event_end(&data) {
+        while let Some(end) = event_end(&data, from) {
             let raw = data.split_to(end);
             events.push(Event { raw });
+            from = 0;
         }
+        if data.len() > MAX_EVENT_BYTES {
+            events.push(Event { raw: data });
+            self.scanned = 0;
+            return events;
+        }
+        self.scanned = data.len();
         if !data.is_empty() {
             self.carry.extend_from_slice(&data);
         }
@@ -42,13 +58,14 @@ impl SseParser {
 
     /// What is left when the stream ends (an unterminated last event).
     pub fn finish(&mut self) -> Option<Bytes> {
+        self.scanned = 0;
         (!self.carry.is_empty()).then(|| self.carry.split().freeze())
     }
 }
 
-/// The index just past the first event terminator, if any.
-fn event_end(data: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// The index just past the first event terminator at or after `from`, if any.
+fn event_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 1 < data.len() {
         if data[i] == b'\n' {
             if data[i + 1] == b'\n' {
@@ -121,6 +138,20 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].name(), Some("response.completed"));
         assert_eq!(events[0].data(), "{\"x\":\n1}");
+    }
+
+    #[test]
+    fn a_long_event_in_tiny_chunks_is_reassembled() {
+        let whole = format!("data: {}\n\ndata: [DONE]\n\n", "x".repeat(10_000));
+        let chunks: Vec<&str> = whole
+            .as_bytes()
+            .chunks(7)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let got = collect(&chunks);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), 10_000);
+        assert_eq!(got[1], "[DONE]");
     }
 
     #[test]
