@@ -9,7 +9,6 @@ use sluice_plugin::{scope, PluginBuildError, PluginHandler, Registry};
 use sluice_router::{PathHandling, RouteSpec, Router};
 use uuid::Uuid;
 
-use crate::upstream::{Clients, HttpClient};
 
 /// A config that failed to compile; the previous one keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +55,9 @@ pub struct ServiceTarget {
     pub connect_timeout: Duration,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
-    pub client: HttpClient,
+    /// Connector settings: the worker's client for them is picked per request.
+    pub connect_timeout_ms: u32,
+    pub tls_verify: bool,
 }
 
 // === impl Compiled ===
@@ -74,7 +75,6 @@ impl Compiled {
 pub fn compile(
     snapshot: &Snapshot,
     registry: &Registry,
-    clients: &Clients,
 ) -> Result<Compiled, CompileError> {
     let services: HashMap<Uuid, &Service> = snapshot.services.iter().map(|s| (s.id, s)).collect();
 
@@ -142,7 +142,7 @@ pub fn compile(
         let service_target = service.map(|s| {
             targets
                 .entry(s.id)
-                .or_insert_with(|| Arc::new(ServiceTargetShared::new(s, clients)))
+                .or_insert_with(|| Arc::new(ServiceTargetShared::new(s)))
                 .target()
         });
         let target = Arc::new(RouteTarget {
@@ -200,11 +200,12 @@ struct ServiceTargetShared {
     connect_timeout: Duration,
     write_timeout: Duration,
     read_timeout: Duration,
-    client: HttpClient,
+    connect_timeout_ms: u32,
+    tls_verify: bool,
 }
 
 impl ServiceTargetShared {
-    fn new(service: &Service, clients: &Clients) -> Self {
+    fn new(service: &Service) -> Self {
         let https = service.protocol == "https";
         Self {
             id: service.id,
@@ -216,7 +217,8 @@ impl ServiceTargetShared {
             connect_timeout: Duration::from_millis(u64::from(service.connect_timeout)),
             write_timeout: Duration::from_millis(u64::from(service.write_timeout)),
             read_timeout: Duration::from_millis(u64::from(service.read_timeout)),
-            client: clients.get(service.connect_timeout, service.tls_verify != Some(false)),
+            connect_timeout_ms: service.connect_timeout,
+            tls_verify: service.tls_verify != Some(false),
         }
     }
 
@@ -231,7 +233,8 @@ impl ServiceTargetShared {
             connect_timeout: self.connect_timeout,
             write_timeout: self.write_timeout,
             read_timeout: self.read_timeout,
-            client: self.client.clone(),
+            connect_timeout_ms: self.connect_timeout_ms,
+            tls_verify: self.tls_verify,
         }
     }
 }

@@ -5,7 +5,8 @@
 //!   fallible step happens here, off the request path.
 //! - [`Live`]: the only holder of the `ArcSwap<Compiled>`. A swap is one infallible
 //!   `ArcSwap::store`; requests in flight finish on the snapshot they loaded.
-//! - [`server`]: the hyper listener (HTTP/1.1 and HTTP/2) and the per-request pipeline.
+//! - [`server`]: the hyper listener (HTTP/1.1 and HTTP/2) and the per-request pipeline, run
+//!   on one single-threaded runtime per core, each with its own upstream pools.
 //!
 //! **Architecture Invariant:** nothing on the request path parses config or can fail to
 //! compile; it only reads the `Compiled` it loaded once at the start of the request.
@@ -31,7 +32,6 @@ pub use upstream::Clients;
 pub struct Live {
     current: Arc<ArcSwap<Compiled>>,
     registry: Arc<Registry>,
-    pub(crate) clients: Arc<Clients>,
 }
 
 // === impl Live ===
@@ -42,14 +42,13 @@ impl Live {
         Self {
             current: Arc::new(ArcSwap::from_pointee(Compiled::empty())),
             registry,
-            clients: Arc::new(Clients::default()),
         }
     }
 
     /// Compiles `snapshot` and, only if that succeeds, makes it the live config. On failure
     /// the previous config keeps serving and the error says why.
     pub fn apply(&self, snapshot: &Snapshot) -> Result<u64, CompileError> {
-        let compiled = compile::compile(snapshot, &self.registry, &self.clients)?;
+        let compiled = compile::compile(snapshot, &self.registry)?;
         let version = compiled.version;
         self.current.store(Arc::new(compiled));
         Ok(version)
