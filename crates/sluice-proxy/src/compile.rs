@@ -9,7 +9,6 @@ use sluice_plugin::{scope, PluginBuildError, PluginHandler, Registry};
 use sluice_router::{PathHandling, RouteSpec, Router};
 use uuid::Uuid;
 
-
 /// A config that failed to compile; the previous one keeps serving.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -72,10 +71,7 @@ impl Compiled {
 }
 
 /// Builds the router and, per route, its service target and plugin chain.
-pub fn compile(
-    snapshot: &Snapshot,
-    registry: &Registry,
-) -> Result<Compiled, CompileError> {
+pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, CompileError> {
     let services: HashMap<Uuid, &Service> = snapshot.services.iter().map(|s| (s.id, s)).collect();
 
     // Index plugins by scope so each route only looks at candidates that can apply.

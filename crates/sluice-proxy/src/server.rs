@@ -115,7 +115,10 @@ pub async fn serve(
     let joined = tokio::task::spawn_blocking(move || {
         threads
             .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(std::io::Error::other("proxy worker panicked"))))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("proxy worker panicked")))
+            })
             .collect::<std::io::Result<Vec<()>>>()
     })
     .await
@@ -398,37 +401,15 @@ async fn handle(
     let response = match result {
         Ok(response) => response,
         Err(failure) => {
-            let (status, message) = match &failure {
-                ForwardError::Timeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The upstream server is timing out",
-                ),
-                _ => (
-                    StatusCode::BAD_GATEWAY,
-                    "An invalid response was received from the upstream server",
-                ),
-            };
             tracing::warn!(
                 request_id = %ctx.request_id,
                 upstream = %ctx.upstream.host,
                 error = %failure,
                 "upstream request failed"
             );
-            ctx.status = status.as_u16();
-            let mut response = error(status, message, &ctx.request_id);
-            finish_headers(
-                shared,
-                response.headers_mut(),
-                &ctx,
-                started,
-                Some(upstream_latency),
-            );
-            run_log(&Phases {
-                target,
-                ctx,
-                states,
-            });
-            return response;
+            let timed_out = matches!(failure, ForwardError::Timeout);
+            let proxy_started = started + upstream_latency;
+            return upstream_failure(shared, target, ctx, states, timed_out, proxy_started);
         }
     };
 
@@ -446,31 +427,9 @@ async fn handle(
         let mut bytes = match collected {
             Ok(Ok(collected)) => collected.to_bytes(),
             failed => {
-                let (status, message) = match failed {
-                    Err(_) => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "The upstream server is timing out",
-                    ),
-                    _ => (
-                        StatusCode::BAD_GATEWAY,
-                        "An invalid response was received from the upstream server",
-                    ),
-                };
-                ctx.status = status.as_u16();
-                let mut response = error(status, message, &ctx.request_id);
-                finish_headers(
-                    shared,
-                    response.headers_mut(),
-                    &ctx,
-                    started + upstream_latency,
-                    Some(upstream_latency),
-                );
-                run_log(&Phases {
-                    target,
-                    ctx,
-                    states,
-                });
-                return response;
+                let timed_out = failed.is_err();
+                let proxy_started = started + upstream_latency;
+                return upstream_failure(shared, target, ctx, states, timed_out, proxy_started);
             }
         };
         for (handler, state) in target.chain.iter().zip(states.iter_mut()) {
@@ -523,6 +482,44 @@ async fn handle(
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let body = ResponseBody::new(body, read_timeout, Some(phases));
     Response::from_parts(parts, BodyExt::boxed_unsync(body))
+}
+
+/// Kong's 504 (timed out) or 502 (anything else) when the upstream fails, with the usual
+/// headers; the log phase still runs.
+fn upstream_failure(
+    shared: &Shared,
+    target: Arc<RouteTarget>,
+    mut ctx: RequestCtx,
+    states: Vec<sluice_plugin::PluginState>,
+    timed_out: bool,
+    proxy_started: Instant,
+) -> Response<Body> {
+    let (status, message) = if timed_out {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "The upstream server is timing out",
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            "An invalid response was received from the upstream server",
+        )
+    };
+    ctx.status = status.as_u16();
+    let mut response = error(status, message, &ctx.request_id);
+    finish_headers(
+        shared,
+        response.headers_mut(),
+        &ctx,
+        proxy_started,
+        ctx.upstream_latency,
+    );
+    run_log(&Phases {
+        target,
+        ctx,
+        states,
+    });
+    response
 }
 
 /// Latency, request id and `Via` headers on the response.
