@@ -390,3 +390,80 @@ async fn no_request_dropped_during_200_config_changes() {
         ok.load(Ordering::Relaxed)
     );
 }
+
+/// A WebSocket-style upgrade passes through: the 101 reaches the client, then bytes flow
+/// both ways over the spliced connections.
+#[tokio::test]
+async fn protocol_upgrades_are_spliced_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // An upstream that accepts the upgrade, then echoes whatever it receives.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.contains("upgrade: websocket"), "{head}");
+        socket
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            socket.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+
+    let kong = Sluice::start().await;
+    service_and_route(
+        &kong,
+        "ws",
+        &format!("http://{up_addr}"),
+        json!({"paths": ["/ws"]}),
+    )
+    .await;
+    kong.wait_for_proxy("/nothing", 404).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let proxy = kong.proxy.trim_start_matches("http://").to_owned();
+    let mut client = loop {
+        // The route may not be served yet: retry the handshake until it is.
+        let mut client = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+        client
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            client.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 101") {
+            assert!(head.to_lowercase().contains("upgrade: websocket"), "{head}");
+            break client;
+        }
+        assert!(Instant::now() < deadline, "never upgraded: {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    client
+        .write_all(b"hello through the gateway")
+        .await
+        .unwrap();
+    let mut echoed = vec![0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(&echoed, b"hello through the gateway");
+}

@@ -196,7 +196,7 @@ async fn serve_worker(
 
 async fn handle(
     shared: &Shared,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     local_port: u16,
 ) -> Response<Body> {
@@ -207,6 +207,14 @@ async fn handle(
         shared.id_prefix,
         shared.next_id.fetch_add(1, Ordering::Relaxed)
     );
+    // A protocol upgrade (WebSocket): remember what was asked, and take hold of the client's
+    // side of the connection for after the 101.
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|_| connection_has(request.headers(), "upgrade"))
+        .cloned()
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let (mut parts, body) = request.into_parts();
 
     let host_header = parts
@@ -394,6 +402,13 @@ async fn handle(
         retries,
         timeout,
     };
+    if let Some((protocol, _)) = &upgrade {
+        // Hop-by-hop headers were stripped; an upgrade needs these two to reach the upstream.
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     let sent_at = Instant::now();
     let result = attempt.send(parts, body).await;
     let upstream_latency = sent_at.elapsed();
@@ -412,6 +427,12 @@ async fn handle(
             return upstream_failure(shared, target, ctx, states, timed_out, proxy_started);
         }
     };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((_, client_side)) = upgrade {
+            return switch_protocols(shared, response, client_side, target, ctx, states, started);
+        }
+    }
 
     // Header phase.
     let (mut parts, body) = response.into_parts();
@@ -482,6 +503,59 @@ async fn handle(
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let body = ResponseBody::new(body, read_timeout, Some(phases));
     Response::from_parts(parts, BodyExt::boxed_unsync(body))
+}
+
+/// The upstream agreed to switch protocols: answer the client's 101 with the upstream's
+/// headers, then splice the two upgraded connections together until either side closes.
+fn switch_protocols(
+    shared: &Shared,
+    mut response: http::Response<Incoming>,
+    client_side: hyper::upgrade::OnUpgrade,
+    target: Arc<RouteTarget>,
+    mut ctx: RequestCtx,
+    states: Vec<sluice_plugin::PluginState>,
+    started: Instant,
+) -> Response<Body> {
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    ctx.status = parts.status.as_u16();
+    finish_headers(
+        shared,
+        &mut parts.headers,
+        &ctx,
+        started,
+        ctx.upstream_latency,
+    );
+    let request_id = ctx.request_id.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, upstream_side) {
+            Ok((client, upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    tracing::debug!(%request_id, %error, "upgraded connection ended with an error");
+                }
+            }
+            Err(error) => tracing::warn!(%request_id, %error, "protocol upgrade failed"),
+        }
+        run_log(&Phases {
+            target,
+            ctx,
+            states,
+        });
+    });
+    Response::from_parts(parts, full(Bytes::new()))
+}
+
+/// Whether the `Connection` header lists `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Kong's 504 (timed out) or 502 (anything else) when the upstream fails, with the usual
