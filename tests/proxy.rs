@@ -60,6 +60,8 @@ async fn proxies_with_kongs_path_and_headers() {
     assert_eq!(h["x-forwarded-for"], "10.0.0.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "127.0.0.1");
+    let proxy_port = kong.proxy.rsplit(':').next().unwrap();
+    assert_eq!(h["x-forwarded-port"], proxy_port);
     assert_eq!(h["x-forwarded-path"], "/v1/users/7");
     assert_eq!(h["x-forwarded-prefix"], "/v1");
     assert_eq!(h["x-sluice-request-id"], request_id.as_str());

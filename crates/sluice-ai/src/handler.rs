@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sluice_plugin::{
-    json_response, BodyError, Flow, PluginBuildError, PluginFactory, PluginHandler, PluginState,
-    ProxyRequest, RequestCtx,
+    json_response, typed_config, BodyError, Flow, PluginBuildError, PluginFactory, PluginHandler,
+    PluginState, ProxyRequest, RequestCtx,
 };
 use uuid::Uuid;
 
@@ -72,13 +72,8 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        let fail = |reason: String| PluginBuildError {
-            name: plugin.name.clone(),
-            id: plugin.id,
-            reason,
-        };
-        let config: AiProxyConfig =
-            serde_json::from_value(plugin.config.clone()).map_err(|e| fail(e.to_string()))?;
+        let fail = |reason: String| PluginBuildError::new(plugin, reason);
+        let config: AiProxyConfig = typed_config(plugin)?;
         let driver = providers::driver(&config.model.provider).ok_or_else(|| {
             fail(format!(
                 "provider '{}' is not supported",

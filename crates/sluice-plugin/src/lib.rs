@@ -102,6 +102,25 @@ pub struct PluginBuildError {
     pub reason: String,
 }
 
+// === impl PluginBuildError ===
+
+impl PluginBuildError {
+    pub fn new(plugin: &sluice_model::Plugin, reason: impl Into<String>) -> Self {
+        Self {
+            name: plugin.name.clone(),
+            id: plugin.id,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A plugin's stored config as the plugin's own typed struct (read in place, not cloned).
+pub fn typed_config<T: serde::de::DeserializeOwned>(
+    plugin: &sluice_model::Plugin,
+) -> Result<T, PluginBuildError> {
+    T::deserialize(&plugin.config).map_err(|e| PluginBuildError::new(plugin, e.to_string()))
+}
+
 /// One plugin instance, built from its config. Phases default to no-ops.
 #[async_trait]
 pub trait PluginHandler: Send + Sync + 'static {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use http::HeaderValue;
 use serde::Deserialize;
 use sluice_plugin::{
-    json_response, Flow, PluginBuildError, PluginFactory, PluginHandler, PluginState, ProxyRequest,
-    RequestCtx,
+    json_response, typed_config, Flow, PluginBuildError, PluginFactory, PluginHandler, PluginState,
+    ProxyRequest, RequestCtx,
 };
 use uuid::Uuid;
 
@@ -79,13 +79,8 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        let fail = |reason: String| PluginBuildError {
-            name: plugin.name.clone(),
-            id: plugin.id,
-            reason,
-        };
-        let config: Config =
-            serde_json::from_value(plugin.config.clone()).map_err(|e| fail(e.to_string()))?;
+        let fail = |reason: String| PluginBuildError::new(plugin, reason);
+        let config: Config = typed_config(plugin)?;
         let policy = config.policy.as_deref().unwrap_or("local");
         if policy != "local" {
             return Err(fail(format!(

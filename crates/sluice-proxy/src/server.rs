@@ -632,7 +632,7 @@ fn forwarded_headers(
     let client_ip = peer.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {client_ip}"),
-        None => client_ip,
+        None => client_ip.clone(),
     };
     let set = |headers: &mut HeaderMap, name: &HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -644,7 +644,7 @@ fn forwarded_headers(
     set(headers, &X_FORWARDED_HOST, strip_port(host_header));
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(local_port));
     set(headers, &X_FORWARDED_PATH, raw_path);
-    set(headers, &X_REAL_IP, &peer.ip().to_string());
+    set(headers, &X_REAL_IP, &client_ip);
     // Only a prefix Sluice stripped is forwarded; a client's own value is not trusted.
     match stripped_prefix {
         Some(prefix) => set(headers, &X_FORWARDED_PREFIX, prefix),
