@@ -66,7 +66,10 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             "connections_waiting": 0,
         },
         "database": {"reachable": reachable},
+        // What is stored; `proxy.configuration_version` is what the proxy serves. They differ
+        // for the moment a change takes to compile, or for good when the proxy refused it.
         "configuration_version": state.store().version(),
+        "proxy": state.proxy_status(),
     }))
 }
 

@@ -54,12 +54,18 @@ struct Inner {
     counters: Counters,
     dbless: bool,
     data_planes: Option<DataPlanesFn>,
+    proxy_status: Option<ProxyStatusFn>,
 }
 
 /// Lists the connected data planes for `GET /clustering/data-planes` (set on a control plane).
 /// A function rather than the cluster registry itself, so this crate does not depend on the
 /// cluster protocol.
 pub type DataPlanesFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What this node's proxy serves, for `GET /status` (set on a node that proxies): the config
+/// version it serves and the entities of it that did not compile. A function, so this crate
+/// does not depend on the proxy.
+pub type ProxyStatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Request counters for `GET /status`.
 #[derive(Default)]
@@ -81,6 +87,7 @@ impl AdminState {
                 counters: Counters::default(),
                 dbless,
                 data_planes: None,
+                proxy_status: None,
             }),
         }
     }
@@ -94,6 +101,21 @@ impl AdminState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Makes `GET /status` report what the proxy serves beside what is stored.
+    pub fn with_proxy_status(self, proxy_status: ProxyStatusFn) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("with_proxy_status is called right after new, before any clone")
+        });
+        inner.proxy_status = Some(proxy_status);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn proxy_status(&self) -> Option<serde_json::Value> {
+        self.inner.proxy_status.as_ref().map(|f| f())
     }
 
     pub fn dbless(&self) -> bool {

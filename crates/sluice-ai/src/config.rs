@@ -72,18 +72,26 @@ pub struct UpstreamUrl {
 // === impl UpstreamUrl ===
 
 impl UpstreamUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("invalid upstream_url '{url}': {e}"))?;
+    pub fn parse(url: &str) -> Result<Self, UpstreamUrlError> {
+        let uri: http::Uri = url.parse().map_err(|source| UpstreamUrlError::Invalid {
+            url: url.to_owned(),
+            source,
+        })?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(format!("upstream_url '{url}' must be http or https")),
+            _ => {
+                return Err(UpstreamUrlError::Scheme {
+                    url: url.to_owned(),
+                })
+            }
         };
         let host = uri
             .host()
-            .ok_or_else(|| format!("upstream_url '{url}' has no host"))?
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| UpstreamUrlError::NoHost {
+                url: url.to_owned(),
+            })?
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         // Kong normalizes leading slashes of the path to one.
@@ -99,4 +107,19 @@ impl UpstreamUrl {
             base_only,
         })
     }
+}
+
+/// Why an `upstream_url` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("invalid url '{url}': {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("url '{url}' must be http or https")]
+    Scheme { url: String },
+    #[error("url '{url}' has no host")]
+    NoHost { url: String },
 }

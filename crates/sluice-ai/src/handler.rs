@@ -72,13 +72,13 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        let fail = |reason: String| PluginBuildError::new(plugin, reason);
         let config: AiProxyConfig = typed_config(plugin)?;
         let driver = providers::driver(&config.model.provider).ok_or_else(|| {
-            fail(format!(
-                "provider '{}' is not supported",
-                config.model.provider
-            ))
+            PluginBuildError::at(
+                plugin,
+                "model.provider",
+                format!("provider '{}' is not supported", config.model.provider),
+            )
         })?;
         let upstream_url = match config
             .model
@@ -86,17 +86,30 @@ impl PluginFactory for Factory {
             .as_ref()
             .and_then(|o| o.upstream_url.as_deref())
         {
-            Some(url) => Some(UpstreamUrl::parse(url).map_err(fail)?),
+            Some(url) => Some(
+                UpstreamUrl::parse(url)
+                    .map_err(|e| PluginBuildError::at(plugin, "model.options.upstream_url", e))?,
+            ),
             None => None,
         };
         let auth_header = match config.auth.as_ref() {
             Some(auth) => match (&auth.header_name, &auth.header_value) {
                 (Some(name), Some(value)) => {
-                    let name = HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| fail(format!("invalid auth.header_name '{name}'")))?;
+                    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        PluginBuildError::at(
+                            plugin,
+                            "auth.header_name",
+                            format!("invalid header name {name:?}"),
+                        )
+                    })?;
                     // The value is a secret: the error must not echo it.
                     let mut value = HeaderValue::from_str(value).map_err(|_| {
-                        fail("auth.header_value is not a valid header value".into())
+                        PluginBuildError::at(
+                            plugin,
+                            "auth.header_value",
+                            "not a valid header value (control characters such as CR, LF or \
+                             NUL are not allowed)",
+                        )
                     })?;
                     value.set_sensitive(true);
                     Some((name, value))

@@ -25,7 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::cache::{load_cache, write_cache_frame};
 use crate::control_plane::{send_frame, websocket_config};
 use crate::message::{decode, encode, Message, EMPTY_CONFIG_HASH, VERSION};
-use crate::{tls, ClusterError, TlsFiles};
+use crate::{tls, ApplyError, ClusterError, TlsFiles};
 
 /// Kong's ping period (`PING_INTERVAL`, 30 s).
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -117,7 +117,7 @@ pub async fn run_data_plane<F>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClusterError>
 where
-    F: Fn(&Snapshot) -> Result<(), String> + Send + Sync + 'static,
+    F: Fn(&Snapshot) -> Result<(), ApplyError> + Send + Sync + 'static,
 {
     let tls = match &options.tls {
         Some(files) => Some(ClientTls::load(files)?),
@@ -283,7 +283,7 @@ impl ClientTls {
 
 impl<F> DataPlane<F>
 where
-    F: Fn(&Snapshot) -> Result<(), String> + Send + Sync + 'static,
+    F: Fn(&Snapshot) -> Result<(), ApplyError> + Send + Sync + 'static,
 {
     /// Applies the cached config, if any, before the control plane is reached.
     async fn load_cached(&mut self) {
@@ -476,7 +476,7 @@ where
         let cache_path = self.options.cache_path.clone();
         // Outer error: the config was rejected; inner: it applied but caching it failed.
         let applied = tokio::task::spawn_blocking(
-            move || -> Result<(Result<(), ClusterError>, Snapshot), String> {
+            move || -> Result<(Result<(), ClusterError>, Snapshot), ApplyError> {
                 (*apply)(&snapshot)?;
                 // The frame is the cache body as is: no second encode of a large config.
                 Ok((write_cache_frame(&cache_path, &frame), snapshot))

@@ -38,6 +38,9 @@ pub mod message;
 pub mod tls;
 
 pub use cache::{load_cache, write_cache};
+
+/// Why a data plane could not apply a pushed config (from the binary's apply callback).
+pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
 pub use control_plane::{serve_control_plane, DataPlaneStatus, Registry, DP_SILENCE_LIMIT};
 pub use data_plane::{run_data_plane, DataPlaneOptions, DEFAULT_PING_INTERVAL};
 pub use message::{
@@ -83,7 +86,7 @@ pub enum ClusterError {
     #[error("refused by the control plane: {0}")]
     Refused(String),
     #[error("config rejected by the data plane: {0}")]
-    Rejected(String),
+    Rejected(#[source] ApplyError),
 }
 
 /// A cache file that exists but cannot be trusted. The data plane logs it and starts empty

@@ -2,6 +2,8 @@
 //! validation. No IO: schemas are embedded at compile time.
 //!
 //! # Layout
+//! - [`compile_check`]: the seam through which the data plane's compile checks run at write
+//!   time.
 //! - [`declarative`]: decK files (YAML) in and out: parsing, references, validation.
 //! - [`diff`]: the sync plan: matching file entities to stored ones, the changes, decK's output.
 //! - [`entity`]: the typed, validated entities.
@@ -9,6 +11,7 @@
 //! - [`validate`]: input → entity (schema + Kong's entity checks).
 //! - [`violation`]: errors in Kong's `schema violation` shape.
 
+pub mod compile_check;
 pub mod declarative;
 pub mod diff;
 pub mod entity;
@@ -17,6 +20,7 @@ pub mod schema;
 pub mod validate;
 pub mod violation;
 
+pub use compile_check::CompileCheck;
 pub use entity::{
     CidrPort, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service, Snapshot,
 };

@@ -5,11 +5,13 @@
 //! the repository stay the single source of truth for fields, types and defaults.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{ValidationError, Validator};
 use serde_json::{Map, Value};
 
+use crate::compile_check::CompileCheck;
 use crate::entity::EntityKind;
 use crate::violation::SchemaViolation;
 
@@ -77,6 +79,8 @@ pub struct PluginSchema {
 pub struct Schemas {
     entities: BTreeMap<EntityKind, CompiledSchema>,
     plugins: BTreeMap<String, PluginSchema>,
+    /// The data plane's checks, when the binary installed them.
+    compile_check: Option<Arc<dyn CompileCheck>>,
 }
 
 // === impl Schemas ===
@@ -103,7 +107,22 @@ impl Schemas {
                 },
             );
         }
-        Ok(Self { entities, plugins })
+        Ok(Self {
+            entities,
+            plugins,
+            compile_check: None,
+        })
+    }
+
+    /// Runs `check` on every route and plugin that passes validation, so a write the data
+    /// plane could not compile is refused like any other invalid input.
+    pub fn with_compile_check(mut self, check: Arc<dyn CompileCheck>) -> Self {
+        self.compile_check = Some(check);
+        self
+    }
+
+    pub(crate) fn compile_check(&self) -> Option<&dyn CompileCheck> {
+        self.compile_check.as_deref()
     }
 
     pub fn entity(&self, kind: EntityKind) -> &CompiledSchema {

@@ -1,9 +1,10 @@
 //! Building a validated entity from input: defaults, JSON Schema, then the entity checks that
 //! a JSON Schema cannot express (Kong's `entity_checks` and custom validators).
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::entity::{Entity, EntityKind};
+use crate::entity::{Entity, EntityKind, Plugin, Route};
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
@@ -52,9 +53,31 @@ impl Schemas {
             EntityKind::Plugin => self.check_plugin(&mut value, &mut violation),
         }
         if violation.is_empty() {
+            self.run_compile_check(kind, &value, &mut violation);
+        }
+        if violation.is_empty() {
             Ok(value)
         } else {
             Err(violation)
+        }
+    }
+
+    /// The data plane's own checks (see [`crate::compile_check`]) on the typed entity.
+    fn run_compile_check(&self, kind: EntityKind, value: &Value, violation: &mut SchemaViolation) {
+        let Some(check) = self.compile_check() else {
+            return;
+        };
+        let typed = match kind {
+            EntityKind::Route => {
+                Route::deserialize(value).map(|route| check.route(&route, violation))
+            }
+            EntityKind::Plugin => {
+                Plugin::deserialize(value).map(|plugin| check.plugin(&plugin, violation))
+            }
+            EntityKind::Service | EntityKind::Consumer => Ok(()),
+        };
+        if let Err(error) = typed {
+            violation.entity(error.to_string());
         }
     }
 

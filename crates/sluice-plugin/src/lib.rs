@@ -93,24 +93,55 @@ pub enum Flow {
     Respond(Box<http::Response<Bytes>>),
 }
 
-/// A stored plugin config could not become a handler.
+/// A stored plugin config could not become a handler. The same build runs when the config
+/// is written (through [`PluginFactory::check`]), so on a data plane this only happens to a
+/// config written by an older or different control plane.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin {name} ({id}): {reason}")]
+#[error("plugin {name} ({id}): {}{source}", field_prefix(.field))]
 pub struct PluginBuildError {
     pub name: String,
     pub id: Uuid,
-    pub reason: String,
+    /// The config field at fault, dotted and relative to the plugin entity
+    /// (`config.auth.header_name`); `None` for the config as a whole.
+    pub field: Option<String>,
+    #[source]
+    pub source: BoxError,
+}
+
+fn field_prefix(field: &Option<String>) -> String {
+    field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default()
 }
 
 // === impl PluginBuildError ===
 
 impl PluginBuildError {
-    pub fn new(plugin: &sluice_model::Plugin, reason: impl Into<String>) -> Self {
+    /// An error about the config as a whole.
+    pub fn new(plugin: &sluice_model::Plugin, source: impl Into<BoxError>) -> Self {
         Self {
             name: plugin.name.clone(),
             id: plugin.id,
-            reason: reason.into(),
+            field: None,
+            source: source.into(),
         }
+    }
+
+    /// An error about one field of `config` (`field` is relative to it: `auth.header_name`;
+    /// empty for `config` itself).
+    pub fn at(plugin: &sluice_model::Plugin, field: &str, source: impl Into<BoxError>) -> Self {
+        let field = if field.is_empty() {
+            "config".to_owned()
+        } else {
+            format!("config.{field}")
+        };
+        Self {
+            field: Some(field),
+            ..Self::new(plugin, source)
+        }
+    }
+
+    /// The message without the plugin's name and id (for a field error in a schema violation).
+    pub fn reason(&self) -> String {
+        self.source.to_string()
     }
 }
 
@@ -118,7 +149,7 @@ impl PluginBuildError {
 pub fn typed_config<T: serde::de::DeserializeOwned>(
     plugin: &sluice_model::Plugin,
 ) -> Result<T, PluginBuildError> {
-    T::deserialize(&plugin.config).map_err(|e| PluginBuildError::new(plugin, e.to_string()))
+    T::deserialize(&plugin.config).map_err(|e| PluginBuildError::at(plugin, "", e))
 }
 
 /// One plugin instance, built from its config. Phases default to no-ops.
@@ -191,12 +222,21 @@ pub trait PluginHandler: Send + Sync + 'static {
 
 /// Builds handlers of one plugin name. Long-lived: it may keep state that must survive config
 /// swaps (rate-limiting counters).
+///
+/// `build` must have no side effect beyond returning the handler: the Admin API, sync,
+/// DB-less loads and `sluice validate` call it (through [`PluginFactory::check`]) on every
+/// plugin written, so that a config that is accepted is a config that compiles.
 pub trait PluginFactory: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn build(
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError>;
+
+    /// Whether `plugin` would build; the write-time check.
+    fn check(&self, plugin: &sluice_model::Plugin) -> Result<(), PluginBuildError> {
+        self.build(plugin).map(drop)
+    }
 }
 
 /// The plugins this data plane can run.

@@ -17,6 +17,10 @@ use uuid::Uuid;
 
 const PRIORITY: i64 = 910;
 
+/// Kong's `at_least_one_of` entity check of the rate-limiting schema, in its words.
+const AT_LEAST_ONE_LIMIT: &str = "at least one of these fields must be non-empty: \
+    'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'";
+
 /// The config fields this implementation reads (the schema has more; they are validated and
 /// stored, and ignored here where they only concern other policies).
 #[derive(Debug, Deserialize)]
@@ -79,13 +83,14 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        let fail = |reason: String| PluginBuildError::new(plugin, reason);
         let config: Config = typed_config(plugin)?;
         let policy = config.policy.as_deref().unwrap_or("local");
         if policy != "local" {
-            return Err(fail(format!(
-                "policy '{policy}' is not supported by this data plane yet; use 'local'"
-            )));
+            return Err(PluginBuildError::at(
+                plugin,
+                "policy",
+                format!("policy '{policy}' is not supported by Sluice yet; use 'local'"),
+            ));
         }
         let periods = [
             ("second", 1, config.second),
@@ -100,15 +105,21 @@ impl PluginFactory for Factory {
             .filter_map(|(name, secs, limit)| limit.map(|l| (name, secs, l as u64)))
             .collect();
         if limits.is_empty() {
-            return Err(fail(
-                "at least one of second, minute, hour, day, month or year must be set".into(),
-            ));
+            return Err(PluginBuildError::new(plugin, AT_LEAST_ONE_LIMIT));
         }
         let limit_by = match config.limit_by.as_deref().unwrap_or("consumer") {
             "ip" => LimitBy::Ip,
-            "header" => {
-                LimitBy::Header(config.header_name.unwrap_or_default().to_ascii_lowercase())
-            }
+            // Kong's conditional check: limit_by header needs the header's name.
+            "header" => match config.header_name.filter(|h| !h.is_empty()) {
+                Some(name) => LimitBy::Header(name.to_ascii_lowercase()),
+                None => {
+                    return Err(PluginBuildError::at(
+                        plugin,
+                        "header_name",
+                        "required field missing",
+                    ))
+                }
+            },
             "path" => LimitBy::Path,
             "service" => LimitBy::Service,
             _ => LimitBy::ConsumerOrIp,

@@ -4,24 +4,36 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_model::{Plugin, Route, Service, Snapshot};
-use sluice_plugin::{scope, PluginBuildError, PluginHandler, Registry};
-use sluice_router::{PathHandling, RouteSpec, Router};
+use sluice_model::{CompileCheck, EntityKind, Plugin, Route, SchemaViolation, Service, Snapshot};
+use sluice_plugin::{scope, PluginHandler, Registry};
+use sluice_router::{BuildError, PathHandling, RouteSpec, Router};
 use uuid::Uuid;
 
-/// A config that failed to compile; the previous one keeps serving.
+/// A config that failed to compile as a whole; the previous one keeps serving. A fault in one
+/// entity never fails the whole config: see [`EntityFault`].
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
     #[error("router: {0}")]
     Router(#[from] sluice_router::BuildError),
-    #[error(transparent)]
-    Plugin(#[from] PluginBuildError),
+}
+
+/// One entity of a snapshot that did not compile. The rest of the config is served without
+/// it: a route that does not compile is left out of the router (as Kong's router skips it),
+/// and the routes of a plugin that does not build answer 503 naming it (fail closed: a route
+/// never runs without a plugin it is configured with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityFault {
+    pub entity: EntityKind,
+    pub id: Uuid,
+    pub message: String,
 }
 
 /// Everything a request needs, built once per config version.
 pub struct Compiled {
     pub version: u64,
     pub router: Router<Arc<RouteTarget>>,
+    /// Entities left out or failed closed in this version; empty for a clean config.
+    pub faults: Vec<EntityFault>,
 }
 
 /// What a matched route leads to.
@@ -34,12 +46,14 @@ pub struct RouteTarget {
     /// route's redirect code) as Kong does.
     pub https_only: bool,
     pub https_redirect_status_code: u16,
-    pub service: Option<ServiceTarget>,
+    /// Shared by every route of the service.
+    pub service: Option<Arc<ServiceTarget>>,
     /// Plugins of this route in run order (priority, highest first).
     pub chain: Vec<Arc<dyn PluginHandler>>,
     pub has_body_filter: bool,
-    /// Set when a plugin on this route is configured but this data plane cannot run it. The
-    /// route then fails closed (503) rather than running without, say, its auth plugin.
+    /// Set when a plugin on this route is configured but cannot run here (this data plane
+    /// lacks it, or its config did not build). The route then fails closed (503) rather than
+    /// running without, say, its auth plugin.
     pub unavailable: Option<String>,
 }
 
@@ -59,6 +73,12 @@ pub struct ServiceTarget {
     pub tls_verify: bool,
 }
 
+/// The compile checks, for [`Schemas::with_compile_check`](sluice_model::Schemas): each
+/// write runs the same route and plugin builds that [`compile`] runs.
+pub struct WriteCheck {
+    registry: Arc<Registry>,
+}
+
 // === impl Compiled ===
 
 impl Compiled {
@@ -66,6 +86,7 @@ impl Compiled {
         Self {
             version: 0,
             router: Router::build(Vec::new()).expect("an empty router always builds"),
+            faults: Vec::new(),
         }
     }
 }
@@ -86,12 +107,14 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         }
     }
 
-    // Handlers are built once per plugin instance, however many routes share it.
-    let mut handlers: HashMap<Uuid, Arc<dyn PluginHandler>> = HashMap::new();
-    let mut targets: HashMap<Uuid, Arc<ServiceTargetShared>> = HashMap::new();
+    // Handlers are built once per plugin instance, however many routes share it; a plugin
+    // that fails to build is remembered as the reason its routes are unavailable.
+    let mut handlers: HashMap<Uuid, Result<Arc<dyn PluginHandler>, String>> = HashMap::new();
+    let mut faults = Vec::new();
+    let mut targets: HashMap<Uuid, Arc<ServiceTarget>> = HashMap::new();
     let mut specs = Vec::with_capacity(snapshot.routes.len());
     for route in &snapshot.routes {
-        if !route.protocols.iter().any(|p| p == "http" || p == "https") {
+        if !served_here(route) {
             continue; // stream and gRPC routes are not served by this proxy
         }
         let service = route.service.and_then(|s| services.get(&s.id).copied());
@@ -115,22 +138,12 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         let mut chain = Vec::with_capacity(selected.len());
         let mut unavailable = None;
         for plugin in selected {
-            if let Some(handler) = handlers.get(&plugin.id) {
-                chain.push(handler.clone());
-                continue;
-            }
-            match registry.get(&plugin.name) {
-                Some(factory) => {
-                    let handler = factory.build(plugin)?;
-                    handlers.insert(plugin.id, handler.clone());
-                    chain.push(handler);
-                }
-                None => {
-                    unavailable = Some(format!(
-                        "plugin '{}' is configured on this route but not available in this data plane",
-                        plugin.name
-                    ));
-                }
+            let handler = handlers
+                .entry(plugin.id)
+                .or_insert_with(|| build_plugin(registry, plugin, &mut faults));
+            match handler {
+                Ok(handler) => chain.push(handler.clone()),
+                Err(reason) => unavailable = Some(reason.clone()),
             }
         }
         chain.sort_by_key(|h| std::cmp::Reverse(h.priority()));
@@ -138,8 +151,8 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         let service_target = service.map(|s| {
             targets
                 .entry(s.id)
-                .or_insert_with(|| Arc::new(ServiceTargetShared::new(s)))
-                .target()
+                .or_insert_with(|| Arc::new(ServiceTarget::new(s)))
+                .clone()
         });
         let target = Arc::new(RouteTarget {
             route_id: route.id,
@@ -159,13 +172,66 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         });
         specs.push(spec(route, target));
     }
+    let (router, skipped) = Router::build_skipping(specs)?;
+    for error in skipped {
+        let id = match &error {
+            BuildError::InvalidRegex { route_id, .. }
+            | BuildError::InvalidHeaderName { route_id, .. } => *route_id,
+            BuildError::TooManyMatchers { .. } => return Err(error.into()),
+        };
+        faults.push(EntityFault {
+            entity: EntityKind::Route,
+            id,
+            message: error.to_string(),
+        });
+    }
+    for fault in &faults {
+        tracing::error!(
+            entity = fault.entity.singular(),
+            id = %fault.id,
+            message = %fault.message,
+            version = snapshot.version,
+            "an entity of the config does not compile; it is not served, the rest of the config is"
+        );
+    }
     Ok(Compiled {
         version: snapshot.version,
-        router: Router::build(specs)?,
+        router,
+        faults,
     })
 }
 
-fn spec(route: &Route, target: Arc<RouteTarget>) -> RouteSpec<Arc<RouteTarget>> {
+/// Routes this proxy serves (stream and gRPC routes are stored but not proxied here).
+fn served_here(route: &Route) -> bool {
+    route.protocols.iter().any(|p| p == "http" || p == "https")
+}
+
+/// Builds one plugin instance; on failure, the 503 reason its routes give (and a fault).
+fn build_plugin(
+    registry: &Registry,
+    plugin: &Plugin,
+    faults: &mut Vec<EntityFault>,
+) -> Result<Arc<dyn PluginHandler>, String> {
+    let Some(factory) = registry.get(&plugin.name) else {
+        return Err(format!(
+            "plugin '{}' is configured on this route but not available in this data plane",
+            plugin.name
+        ));
+    };
+    factory.build(plugin).map_err(|error| {
+        faults.push(EntityFault {
+            entity: EntityKind::Plugin,
+            id: plugin.id,
+            message: error.to_string(),
+        });
+        format!(
+            "plugin '{}' ({}) on this route has a config this data plane cannot run",
+            plugin.name, plugin.id
+        )
+    })
+}
+
+fn spec<P>(route: &Route, payload: P) -> RouteSpec<P> {
     RouteSpec {
         id: route.id,
         created_at: route.created_at,
@@ -181,31 +247,17 @@ fn spec(route: &Route, target: Arc<RouteTarget>) -> RouteSpec<Arc<RouteTarget>> 
             .collect(),
         snis: route.snis.clone().unwrap_or_default(),
         regex_priority: route.regex_priority,
-        payload: target,
+        payload,
     }
 }
 
-/// A service's target, built once per compile and cloned into each of its routes.
-struct ServiceTargetShared {
-    id: Uuid,
-    https: bool,
-    host: String,
-    port: u16,
-    path: Option<String>,
-    retries: u16,
-    connect_timeout: Duration,
-    write_timeout: Duration,
-    read_timeout: Duration,
-    connect_timeout_ms: u32,
-    tls_verify: bool,
-}
+// === impl ServiceTarget ===
 
-impl ServiceTargetShared {
+impl ServiceTarget {
     fn new(service: &Service) -> Self {
-        let https = service.protocol == "https";
         Self {
             id: service.id,
-            https,
+            https: service.protocol == "https",
             host: service.host.clone(),
             port: service.port,
             path: service.path.clone(),
@@ -217,20 +269,54 @@ impl ServiceTargetShared {
             tls_verify: service.tls_verify != Some(false),
         }
     }
+}
 
-    fn target(&self) -> ServiceTarget {
-        ServiceTarget {
-            id: self.id,
-            https: self.https,
-            host: self.host.clone(),
-            port: self.port,
-            path: self.path.clone(),
-            retries: self.retries,
-            connect_timeout: self.connect_timeout,
-            write_timeout: self.write_timeout,
-            read_timeout: self.read_timeout,
-            connect_timeout_ms: self.connect_timeout_ms,
-            tls_verify: self.tls_verify,
+// === impl WriteCheck ===
+
+impl WriteCheck {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl CompileCheck for WriteCheck {
+    fn route(&self, route: &Route, violation: &mut SchemaViolation) {
+        if !served_here(route) {
+            return;
+        }
+        match sluice_router::check(&spec(route, ())) {
+            Ok(()) => {}
+            Err(BuildError::InvalidHeaderName { name, .. }) => {
+                violation.field_at(
+                    vec!["headers".to_owned(), name.clone()],
+                    format!("invalid header name {name:?}"),
+                );
+            }
+            Err(BuildError::InvalidRegex {
+                pattern, source, ..
+            }) => {
+                let field = if route.paths.iter().flatten().any(|p| *p == pattern) {
+                    "paths"
+                } else {
+                    "headers"
+                };
+                violation.field(field, format!("invalid regex {pattern:?}: {source}"));
+            }
+            Err(error @ BuildError::TooManyMatchers { .. }) => violation.entity(error.to_string()),
+        }
+    }
+
+    fn plugin(&self, plugin: &Plugin, violation: &mut SchemaViolation) {
+        // A plugin with a schema but no handler here is accepted: its routes fail closed
+        // (503) until a data plane that has it serves them.
+        let Some(factory) = self.registry.get(&plugin.name) else {
+            return;
+        };
+        if let Err(error) = factory.check(plugin) {
+            match &error.field {
+                Some(field) => violation.field(field, error.reason()),
+                None => violation.entity(error.reason()),
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use sluice_model::Snapshot;
 use sluice_plugin::Registry;
 
-pub use compile::{CompileError, Compiled};
+pub use compile::{CompileError, Compiled, EntityFault, WriteCheck};
 pub use server::{serve, ProxyConfig};
 pub use upstream::Clients;
 
@@ -46,17 +46,29 @@ impl Live {
     }
 
     /// Compiles `snapshot` and, only if that succeeds, makes it the live config. On failure
-    /// the previous config keeps serving and the error says why.
-    pub fn apply(&self, snapshot: &Snapshot) -> Result<u64, CompileError> {
+    /// the previous config keeps serving and the error says why. An entity that does not
+    /// compile does not fail the config: it is left out (see [`EntityFault`]) and listed in
+    /// the result, and the rest is served.
+    pub fn apply(&self, snapshot: &Snapshot) -> Result<Vec<EntityFault>, CompileError> {
         let compiled = compile::compile(snapshot, &self.registry)?;
-        let version = compiled.version;
+        let faults = compiled.faults.clone();
         self.current.store(Arc::new(compiled));
-        Ok(version)
+        Ok(faults)
     }
 
     /// The config version being served.
     pub fn version(&self) -> u64 {
         self.current.load().version
+    }
+
+    /// The entities of the served config that did not compile (empty when it is clean).
+    pub fn faults(&self) -> Vec<EntityFault> {
+        self.current.load().faults.clone()
+    }
+
+    /// The write-time check matching what [`Live::apply`] compiles.
+    pub fn write_check(&self) -> WriteCheck {
+        WriteCheck::new(self.registry.clone())
     }
 
     /// The number of routes being served.

@@ -140,6 +140,12 @@ pub enum BuildError {
     TooManyMatchers { max: u32 },
 }
 
+/// Checks one route exactly as [`Router::build`] compiles it, without building a table. The
+/// write path runs this, so a route that is accepted is a route that compiles.
+pub fn check<P>(spec: &RouteSpec<P>) -> Result<(), BuildError> {
+    compile_route(0, spec, &mut RegexCache::new(), &mut Vec::new()).map(drop)
+}
+
 /// Compiled routes, ready to match. Immutable: a config change builds a new one.
 #[derive(Debug)]
 pub struct Router<P> {
@@ -162,14 +168,46 @@ struct RouteEntry<P> {
 impl<P> Router<P> {
     /// Compiles `routes`. Fails on the first invalid regex or header name.
     pub fn build(routes: Vec<RouteSpec<P>>) -> Result<Self, BuildError> {
+        let (router, mut skipped) = Self::build_inner(routes, true)?;
+        match skipped.pop() {
+            Some(error) => Err(error),
+            None => Ok(router),
+        }
+    }
+
+    /// Compiles `routes`, leaving out each route that does not compile (and returning why),
+    /// the way Kong's router logs and skips a route it cannot add. Only a table too large
+    /// to index fails the whole build.
+    pub fn build_skipping(
+        routes: Vec<RouteSpec<P>>,
+    ) -> Result<(Self, Vec<BuildError>), BuildError> {
+        Self::build_inner(routes, false)
+    }
+
+    fn build_inner(
+        routes: Vec<RouteSpec<P>>,
+        stop_at_first: bool,
+    ) -> Result<(Self, Vec<BuildError>), BuildError> {
         let mut cache = RegexCache::new();
         let mut entries = Vec::with_capacity(routes.len());
         let mut conditions = Vec::with_capacity(routes.len());
         let mut matchers = Vec::with_capacity(routes.len());
-        for (position, spec) in routes.into_iter().enumerate() {
-            let route = u32::try_from(position)
+        let mut skipped = Vec::new();
+        for spec in routes {
+            let route = u32::try_from(entries.len())
                 .map_err(|_| BuildError::TooManyMatchers { max: u32::MAX - 1 })?;
-            conditions.push(compile_route(route, &spec, &mut cache, &mut matchers)?);
+            let first_matcher = matchers.len();
+            match compile_route(route, &spec, &mut cache, &mut matchers) {
+                Ok(compiled) => conditions.push(compiled),
+                Err(error) => {
+                    matchers.truncate(first_matcher);
+                    skipped.push(error);
+                    if stop_at_first {
+                        break;
+                    }
+                    continue;
+                }
+            }
             entries.push(RouteEntry {
                 id: spec.id,
                 payload: spec.payload,
@@ -189,12 +227,13 @@ impl<P> Router<P> {
                 .then(a.group.cmp(&b.group))
         });
         let index = Index::build(&matchers, &conditions);
-        Ok(Router {
+        let router = Router {
             routes: entries,
             conditions,
             matchers,
             index,
-        })
+        };
+        Ok((router, skipped))
     }
 
     /// The highest-precedence route matching `req`, whose protocols include `req.scheme`.

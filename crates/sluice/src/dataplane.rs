@@ -42,9 +42,10 @@ async fn apply_latest(store: &Store, live: &Live) {
     // Compiling 100k routes is CPU work; keep it off the async workers serving requests.
     let result = tokio::task::spawn_blocking(move || live.apply(&snapshot)).await;
     match result {
-        Ok(Ok(_)) => tracing::debug!(
+        Ok(Ok(faults)) => tracing::debug!(
             version,
             routes,
+            faults = faults.len(),
             read_ms,
             total_ms = started.elapsed().as_secs_f64() * 1e3,
             "data plane config swapped"

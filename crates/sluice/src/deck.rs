@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -77,7 +78,7 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exi
 }
 
 pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
-    let schemas = Schemas::embedded().map_err(|e| {
+    let schemas = crate::plugins::schemas(Arc::new(crate::plugins::registry())).map_err(|e| {
         eprintln!("Error: {e}");
         Exit(1)
     })?;
@@ -145,7 +146,7 @@ fn message(body: &Value) -> String {
 
 /// Computes the plan of `files` against the Admin API's config.
 async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<String>), Exit> {
-    let schemas = Schemas::embedded().map_err(|e| {
+    let schemas = crate::plugins::schemas(Arc::new(crate::plugins::registry())).map_err(|e| {
         eprintln!("Error: {e}");
         Exit(1)
     })?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::json;
+use serde_json::{json, Value};
 use sluice_cluster::{DataPlaneOptions, Registry, TlsFiles};
 use sluice_model::Snapshot;
 use sluice_proxy::{Live, ProxyConfig};
@@ -93,16 +93,28 @@ pub async fn run_data_plane(
         ping_interval: Duration::from_secs(args.cluster_ping_interval.max(1)),
     };
     let applier = live.clone();
-    let apply = move |snapshot: &Snapshot| {
-        applier
-            .apply(snapshot)
-            .map(|version| {
+    // The last config this node refused, and why, for its /status.
+    let refused: Arc<std::sync::Mutex<Option<Value>>> = Arc::default();
+    let refusals = refused.clone();
+    let apply = move |snapshot: &Snapshot| -> Result<(), sluice_cluster::ApplyError> {
+        let outcome = applier.apply(snapshot);
+        let mut last_refused = refusals.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(faults) => {
+                *last_refused = None;
                 tracing::info!(
-                    version,
+                    version = snapshot.version,
+                    faults = faults.len(),
                     "data plane applied a config from the control plane"
-                )
-            })
-            .map_err(|e| e.to_string())
+                );
+                Ok(())
+            }
+            Err(error) => {
+                *last_refused =
+                    Some(json!({"version": snapshot.version, "reason": error.to_string()}));
+                Err(error.into())
+            }
+        }
     };
     let cluster = tokio::spawn(sluice_cluster::run_data_plane(options, apply, shutdown));
 
@@ -122,11 +134,14 @@ pub async fn run_data_plane(
         "/status",
         axum::routing::get(move || {
             let live = status_live.clone();
+            let refused = refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
             async move {
                 axum::Json(json!({
                     "role": "data_plane",
                     "configuration_version": live.version(),
                     "routes": live.routes(),
+                    "configuration_faults": crate::start::faults_json(&live.faults()),
+                    "refused_configuration": refused,
                 }))
             }
         }),

@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod dataplane;
 mod deck;
 mod hybrid;
+mod plugins;
 mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
 use sluice_admin::{AdminState, NodeInfo};
-use sluice_model::Schemas;
-use sluice_proxy::{Live, ProxyConfig};
+use sluice_proxy::{EntityFault, Live, ProxyConfig};
 use sluice_store::Store;
 use tokio::net::TcpListener;
 
@@ -87,15 +87,14 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let mut registry = sluice_plugin::Registry::default();
-    sluice_plugins::register_all(&mut registry);
-    sluice_ai::register(&mut registry);
-    let live = Live::new(Arc::new(registry));
+    let registry = Arc::new(crate::plugins::registry());
+    let live = Live::new(registry.clone());
     if args.role == Role::DataPlane {
         let shutdown = stopped();
         return crate::hybrid::run_data_plane(args, live, shutdown, stopped).await;
     }
-    let schemas = Arc::new(Schemas::embedded().context("loading the embedded schemas")?);
+    let schemas =
+        Arc::new(crate::plugins::schemas(registry).context("loading the embedded schemas")?);
     let (store, dbless) = match database_url(&args.database)? {
         Some(url) => {
             if args.declarative_config.is_some() {
@@ -153,6 +152,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         proxy_listen: args.proxy_listen.to_string(),
     };
     let mut state = AdminState::new(store.clone(), schemas, node, dbless);
+    if !control_plane {
+        let live = live.clone();
+        state = state.with_proxy_status(Arc::new(move || {
+            json!({
+                "configuration_version": live.version(),
+                "configuration_faults": faults_json(&live.faults()),
+            })
+        }));
+    }
 
     // A control plane serves data planes instead of proxying.
     let mut cluster_task = None;
@@ -205,6 +213,16 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// The entities of a served config that did not compile, for `/status`.
+pub fn faults_json(faults: &[EntityFault]) -> Value {
+    Value::Array(
+        faults
+            .iter()
+            .map(|f| json!({"entity": f.entity.singular(), "id": f.id, "message": f.message}))
+            .collect(),
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM; in-flight requests then finish before the process exits.

@@ -1,0 +1,21 @@
+//! The plugins this binary runs, and the schemas that check writes against them.
+
+use std::sync::Arc;
+
+use sluice_model::{SchemaLoadError, Schemas};
+use sluice_plugin::Registry;
+use sluice_proxy::WriteCheck;
+
+/// Every plugin this build can run on its data plane.
+pub fn registry() -> Registry {
+    let mut registry = Registry::default();
+    sluice_plugins::register_all(&mut registry);
+    sluice_ai::register(&mut registry);
+    registry
+}
+
+/// The embedded schemas with the data plane's compile checks installed, so that every write
+/// path (Admin API, sync, DB-less, `sluice validate`) refuses what the proxy would not compile.
+pub fn schemas(registry: Arc<Registry>) -> Result<Schemas, SchemaLoadError> {
+    Ok(Schemas::embedded()?.with_compile_check(Arc::new(WriteCheck::new(registry))))
+}
