@@ -469,3 +469,62 @@ async fn protocol_upgrades_are_spliced_through() {
         .unwrap();
     assert_eq!(&echoed, b"hello through the gateway");
 }
+
+/// Request ids (the `X-Sluice-Request-Id` header and the `request_id` of error bodies) repeat
+/// neither between the proxy's workers nor across restarts. Each request goes on a new
+/// connection, so the kernel spreads them over both workers' accept loops.
+#[tokio::test]
+async fn request_ids_are_unique_across_workers_and_restarts() {
+    let up = upstream::start().await;
+    let mut kong = Sluice::start().await;
+    service_and_route(
+        &kong,
+        "ids",
+        &format!("http://{up}"),
+        json!({"name": "ids", "paths": ["/ids"]}),
+    )
+    .await;
+    kong.wait_for_proxy("/ids", 200).await;
+    let fresh_connections = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for restart in 0..3 {
+        if restart > 0 {
+            let dir = kong.stop_keep();
+            kong = Sluice::start_in(dir, &[]).await;
+            kong.wait_for_proxy("/ids", 200).await;
+        }
+        for i in 0..100 {
+            // Proxied requests and the proxy's own error answers share one id space.
+            let path = if i % 2 == 0 { "/ids" } else { "/no-such-route" };
+            let response = fresh_connections
+                .get(format!("{}{path}", kong.proxy))
+                .send()
+                .await
+                .unwrap();
+            let id = response.headers()["x-sluice-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(id.len(), 32, "Kong's length: {id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+            if path == "/no-such-route" {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(
+                    body["request_id"],
+                    id.as_str(),
+                    "the body carries the same id"
+                );
+            }
+            assert!(
+                seen.insert(id.clone()),
+                "request id {id} repeated (restart {restart})"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    // Logs written to a file carry no terminal colour codes.
+    assert!(!kong.logs().contains('\u{1b}'), "{}", kong.logs());
+}

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sluice_plugin::{
-    json_response, typed_config, BodyError, Flow, PluginBuildError, PluginFactory, PluginHandler,
-    PluginState, ProxyRequest, RequestCtx,
+    erase, json_response, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory,
+    PluginHandler, ProxyRequest, RequestCtx, Upstream,
 };
 use uuid::Uuid;
 
@@ -39,7 +39,7 @@ pub struct AiProxy {
 
 /// Per-request state, from access to log.
 #[derive(Default)]
-struct Call {
+pub struct Call {
     request_model: String,
     response_model: Option<String>,
     route_type: String,
@@ -118,7 +118,7 @@ impl PluginFactory for Factory {
             },
             None => None,
         };
-        Ok(Arc::new(AiProxy {
+        Ok(erase(AiProxy {
             plugin_id: plugin.id,
             config,
             driver,
@@ -281,15 +281,18 @@ impl AiProxy {
             HeaderValue::from_static("identity"),
         );
         let default_port = if https { 443 } else { 80 };
-        ctx.upstream.host_header = if port == default_port {
+        let host_header = if port == default_port {
             host.clone()
         } else {
             format!("{host}:{port}")
         };
-        ctx.upstream.https = https;
-        ctx.upstream.host = host;
-        ctx.upstream.port = port;
-        ctx.upstream.path_and_query = path_and_query;
+        ctx.upstream = Some(Upstream {
+            https,
+            host,
+            port,
+            path_and_query,
+            host_header,
+        });
         Ok(())
     }
 
@@ -543,12 +546,11 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn call(state: &mut PluginState) -> Option<&mut Call> {
-    state.as_mut().and_then(|s| s.downcast_mut::<Call>())
-}
-
 #[async_trait]
-impl PluginHandler for AiProxy {
+impl Plugin for AiProxy {
+    /// The call as the access phase shaped it; `None` when access did not get that far.
+    type State = Option<Call>;
+
     fn name(&self) -> &'static str {
         "ai-proxy"
     }
@@ -561,7 +563,7 @@ impl PluginHandler for AiProxy {
         &self,
         request: &mut ProxyRequest,
         ctx: &mut RequestCtx,
-        state: &mut PluginState,
+        state: &mut Option<Call>,
     ) -> Flow {
         let mut call = Call {
             route_type: self.config.route_type.clone(),
@@ -610,16 +612,15 @@ impl PluginHandler for AiProxy {
             return flow;
         }
         call.sent_at = Some(Instant::now());
-        *state = Some(Box::new(call));
+        *state = Some(call);
         Flow::Continue
     }
 
-    fn buffer_response(&self, _ctx: &RequestCtx, state: &PluginState) -> bool {
+    fn buffer_response(&self, _ctx: &RequestCtx, state: &Option<Call>) -> bool {
         // Non-streaming JSON answers are read whole: their shape is checked and their usage
         // counted before the status goes out. Streams are never buffered.
         state
             .as_ref()
-            .and_then(|s| s.downcast_ref::<Call>())
             .is_some_and(|c| !c.stream && c.expect_key.is_some())
     }
 
@@ -628,9 +629,9 @@ impl PluginHandler for AiProxy {
         response: &mut http::response::Parts,
         body: Bytes,
         _ctx: &mut RequestCtx,
-        state: &mut PluginState,
+        state: &mut Option<Call>,
     ) -> Bytes {
-        let Some(call) = call(state) else {
+        let Some(call) = state.as_mut() else {
             return body;
         };
         call.status = response.status.as_u16();
@@ -684,13 +685,13 @@ impl PluginHandler for AiProxy {
         &self,
         response: &mut http::response::Parts,
         _ctx: &mut RequestCtx,
-        state: &mut PluginState,
+        state: &mut Option<Call>,
     ) {
         if response.status != http::StatusCode::OK {
             // Error bodies are rewritten; their length changes.
             response.headers.remove(header::CONTENT_LENGTH);
         }
-        let Some(call) = call(state) else {
+        let Some(call) = state.as_mut() else {
             return;
         };
         if call.status == 0 {
@@ -720,8 +721,8 @@ impl PluginHandler for AiProxy {
         true
     }
 
-    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes {
-        let Some(call) = call(state) else {
+    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, state: &mut Option<Call>) -> Bytes {
+        let Some(call) = state.as_mut() else {
             return chunk;
         };
         if call.translate_error {
@@ -761,8 +762,8 @@ impl PluginHandler for AiProxy {
         }
     }
 
-    fn body_end(&self, _ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
-        let call = call(state)?;
+    fn body_end(&self, _ctx: &mut RequestCtx, state: &mut Option<Call>) -> Option<Bytes> {
+        let call = state.as_mut()?;
         if call.translate_error {
             let body = std::mem::take(&mut call.error_buffer);
             let translated = self
@@ -774,11 +775,11 @@ impl PluginHandler for AiProxy {
         call.parser.finish()
     }
 
-    fn log(&self, ctx: &RequestCtx, state: &PluginState) {
+    fn log(&self, ctx: &RequestCtx, state: &Option<Call>) {
         if !self.log_statistics() {
             return;
         }
-        let Some(call) = state.as_ref().and_then(|s| s.downcast_ref::<Call>()) else {
+        let Some(call) = state.as_ref() else {
             return;
         };
         let prompt = call.prompt_tokens.unwrap_or(0);

@@ -28,8 +28,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A streamed body as it travels through the proxy.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Per-plugin, per-request state (a plugin downcasts its own type).
-pub type PluginState = Option<Box<dyn Any + Send>>;
+/// One plugin's per-request state, type-erased so that a route's chain of different plugins
+/// fits in one `Vec`. Only the [`erase`] adapter looks inside: a plugin sees its own
+/// [`Plugin::State`], never this.
+pub struct PluginState(Box<dyn Any + Send>);
 
 /// Where the request goes upstream. Built from the route and service; plugins may change it
 /// in `access` (ai-proxy points it at the provider).
@@ -52,7 +54,9 @@ pub struct RequestCtx {
     pub consumer_id: Option<Uuid>,
     pub client_addr: SocketAddr,
     pub started: Instant,
-    pub upstream: Upstream,
+    /// `None` until the route's service or a plugin (ai-proxy) names one; a request that
+    /// reaches the upstream phase without one gets Kong's 503.
+    pub upstream: Option<Upstream>,
     /// Time from sending upstream to its response headers; set by the proxy.
     pub upstream_latency: Option<Duration>,
     /// The request path after the part the route matched (with `strip_path`), e.g. `/file-1`
@@ -152,9 +156,16 @@ pub fn typed_config<T: serde::de::DeserializeOwned>(
     T::deserialize(&plugin.config).map_err(|e| PluginBuildError::at(plugin, "", e))
 }
 
-/// One plugin instance, built from its config. Phases default to no-ops.
+/// One plugin instance, built from its config. Phases default to no-ops. Each phase's
+/// contract is on its method; per-request state is the plugin's own [`Plugin::State`],
+/// created fresh for every request that runs the plugin (Pingora's `CTX`).
+///
+/// The proxy holds plugins as [`PluginHandler`] objects; [`erase`] turns one into the other.
 #[async_trait]
-pub trait PluginHandler: Send + Sync + 'static {
+pub trait Plugin: Send + Sync + 'static {
+    /// What this plugin carries from one phase of a request to the next.
+    type State: Default + Send + 'static;
+
     fn name(&self) -> &'static str;
 
     /// Run order: highest first, as Kong's handler `PRIORITY`.
@@ -166,7 +177,7 @@ pub trait PluginHandler: Send + Sync + 'static {
         &self,
         _request: &mut ProxyRequest,
         _ctx: &mut RequestCtx,
-        _state: &mut PluginState,
+        _state: &mut Self::State,
     ) -> Flow {
         Flow::Continue
     }
@@ -174,7 +185,7 @@ pub trait PluginHandler: Send + Sync + 'static {
     /// Whether this request's upstream response must be read whole before the header phase
     /// (decided after `access`, e.g. a non-streaming LLM response whose shape is checked).
     /// Streaming responses should say no: nothing is buffered unless a plugin asks.
-    fn buffer_response(&self, _ctx: &RequestCtx, _state: &PluginState) -> bool {
+    fn buffer_response(&self, _ctx: &RequestCtx, _state: &Self::State) -> bool {
         false
     }
 
@@ -185,7 +196,7 @@ pub trait PluginHandler: Send + Sync + 'static {
         _response: &mut http::response::Parts,
         body: Bytes,
         _ctx: &mut RequestCtx,
-        _state: &mut PluginState,
+        _state: &mut Self::State,
     ) -> Bytes {
         body
     }
@@ -195,7 +206,7 @@ pub trait PluginHandler: Send + Sync + 'static {
         &self,
         _response: &mut http::response::Parts,
         _ctx: &mut RequestCtx,
-        _state: &mut PluginState,
+        _state: &mut Self::State,
     ) {
     }
 
@@ -207,17 +218,143 @@ pub trait PluginHandler: Send + Sync + 'static {
 
     /// Each response body chunk, in order, as it arrives. Returns what to send instead (may be
     /// empty to hold data back).
-    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, _state: &mut PluginState) -> Bytes {
+    fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, _state: &mut Self::State) -> Bytes {
         chunk
     }
 
     /// The response body ended; may emit a last chunk.
-    fn body_end(&self, _ctx: &mut RequestCtx, _state: &mut PluginState) -> Option<Bytes> {
+    fn body_end(&self, _ctx: &mut RequestCtx, _state: &mut Self::State) -> Option<Bytes> {
         None
     }
 
     /// After the response was sent (or the client went away). Must not block.
-    fn log(&self, _ctx: &RequestCtx, _state: &PluginState) {}
+    fn log(&self, _ctx: &RequestCtx, _state: &Self::State) {}
+}
+
+/// A [`Plugin`] with its state type erased: what a compiled route's chain holds. The proxy
+/// creates each request's state with [`PluginHandler::new_state`] and hands the same value
+/// back to every phase of that request.
+#[async_trait]
+pub trait PluginHandler: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn priority(&self) -> i64;
+    fn has_body_filter(&self) -> bool;
+    fn new_state(&self) -> PluginState;
+    async fn access(
+        &self,
+        request: &mut ProxyRequest,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Flow;
+    fn buffer_response(&self, ctx: &RequestCtx, state: &PluginState) -> bool;
+    fn buffered_response(
+        &self,
+        response: &mut http::response::Parts,
+        body: Bytes,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Bytes;
+    fn header_filter(
+        &self,
+        response: &mut http::response::Parts,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    );
+    fn body_filter(&self, chunk: Bytes, ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes;
+    fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
+    fn log(&self, ctx: &RequestCtx, state: &PluginState);
+}
+
+/// Wraps a typed plugin for a route's chain.
+pub fn erase<P: Plugin>(plugin: P) -> Arc<dyn PluginHandler> {
+    Arc::new(Erased(plugin))
+}
+
+struct Erased<P>(P);
+
+// === impl PluginState ===
+
+impl PluginState {
+    /// The state as the plugin that created it. A state only ever reaches the handler whose
+    /// `new_state` made it (the proxy zips a chain with its states), so a mismatch is a bug
+    /// in the proxy, not something a request can cause.
+    fn typed<T: 'static>(&self) -> &T {
+        self.0
+            .downcast_ref()
+            .expect("a plugin's state is passed only to the plugin that created it")
+    }
+
+    fn typed_mut<T: 'static>(&mut self) -> &mut T {
+        self.0
+            .downcast_mut()
+            .expect("a plugin's state is passed only to the plugin that created it")
+    }
+}
+
+// === impl Erased ===
+
+#[async_trait]
+impl<P: Plugin> PluginHandler for Erased<P> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn priority(&self) -> i64 {
+        self.0.priority()
+    }
+
+    fn has_body_filter(&self) -> bool {
+        self.0.has_body_filter()
+    }
+
+    fn new_state(&self) -> PluginState {
+        PluginState(Box::new(P::State::default()))
+    }
+
+    async fn access(
+        &self,
+        request: &mut ProxyRequest,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Flow {
+        self.0.access(request, ctx, state.typed_mut()).await
+    }
+
+    fn buffer_response(&self, ctx: &RequestCtx, state: &PluginState) -> bool {
+        self.0.buffer_response(ctx, state.typed())
+    }
+
+    fn buffered_response(
+        &self,
+        response: &mut http::response::Parts,
+        body: Bytes,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Bytes {
+        self.0
+            .buffered_response(response, body, ctx, state.typed_mut())
+    }
+
+    fn header_filter(
+        &self,
+        response: &mut http::response::Parts,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) {
+        self.0.header_filter(response, ctx, state.typed_mut());
+    }
+
+    fn body_filter(&self, chunk: Bytes, ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes {
+        self.0.body_filter(chunk, ctx, state.typed_mut())
+    }
+
+    fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
+        self.0.body_end(ctx, state.typed_mut())
+    }
+
+    fn log(&self, ctx: &RequestCtx, state: &PluginState) {
+        self.0.log(ctx, state.typed());
+    }
 }
 
 /// Builds handlers of one plugin name. Long-lived: it may keep state that must survive config

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use http::HeaderValue;
 use serde::Deserialize;
 use sluice_plugin::{
-    json_response, typed_config, Flow, PluginBuildError, PluginFactory, PluginHandler, PluginState,
-    ProxyRequest, RequestCtx,
+    erase, json_response, typed_config, Flow, Plugin, PluginBuildError, PluginFactory,
+    PluginHandler, ProxyRequest, RequestCtx,
 };
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ enum LimitBy {
 }
 
 /// What `access` learned, for `header_filter`.
-struct Usage {
+pub struct Usage {
     remaining: Vec<(&'static str, u64, u64, u64)>, // (period, limit, remaining, reset secs)
 }
 
@@ -124,7 +124,7 @@ impl PluginFactory for Factory {
             "service" => LimitBy::Service,
             _ => LimitBy::ConsumerOrIp,
         };
-        Ok(Arc::new(Handler {
+        Ok(erase(Handler {
             plugin_id: plugin.id,
             limits,
             limit_by,
@@ -161,7 +161,10 @@ impl Handler {
 }
 
 #[async_trait]
-impl PluginHandler for Handler {
+impl Plugin for Handler {
+    /// The windows' usage, from the access phase to the response headers.
+    type State = Option<Usage>;
+
     fn name(&self) -> &'static str {
         "rate-limiting"
     }
@@ -174,7 +177,7 @@ impl PluginHandler for Handler {
         &self,
         request: &mut ProxyRequest,
         ctx: &mut RequestCtx,
-        state: &mut PluginState,
+        state: &mut Option<Usage>,
     ) -> Flow {
         let identifier = self.identifier(request, ctx);
         let now = SystemTime::now()
@@ -242,7 +245,7 @@ impl PluginHandler for Handler {
             }
             return Flow::Respond(response);
         }
-        *state = Some(Box::new(usage));
+        *state = Some(usage);
         Flow::Continue
     }
 
@@ -250,12 +253,12 @@ impl PluginHandler for Handler {
         &self,
         response: &mut http::response::Parts,
         _ctx: &mut RequestCtx,
-        state: &mut PluginState,
+        state: &mut Option<Usage>,
     ) {
         if self.hide_client_headers {
             return;
         }
-        let Some(usage) = state.as_ref().and_then(|s| s.downcast_ref::<Usage>()) else {
+        let Some(usage) = state.as_ref() else {
             return;
         };
         for (period, limit, remaining, reset) in &usage.remaining {

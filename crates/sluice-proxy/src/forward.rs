@@ -9,17 +9,24 @@ use sluice_plugin::{Body, BoxError, RequestBody, Upstream};
 
 use crate::upstream::HttpClient;
 
-/// Why the upstream gave no response.
+/// Why the upstream gave no response. The `Display` of each carries its causes (the client
+/// error's own message is terse: "client error (Connect)"), since it goes to a log line.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// No response headers within connect + write + read timeout, or the connect timed out.
     #[error("upstream timed out")]
     Timeout,
-    #[error("upstream connection failed: {0}")]
-    Connect(String),
-    #[error("upstream request failed: {0}")]
-    Failed(String),
-    #[error("invalid upstream uri: {0}")]
-    Uri(String),
+    #[error("upstream connection failed: {}", chain(.0))]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream request failed: {}", chain(.0))]
+    Failed(#[source] hyper_util::client::legacy::Error),
+    /// Names scheme, host and path only: a query may carry a provider key.
+    #[error("invalid upstream uri {target}")]
+    Uri {
+        target: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
 }
 
 pub struct Attempt<'a> {
@@ -81,13 +88,12 @@ impl Attempt<'_> {
                         attempt += 1;
                         continue;
                     }
-                    let message = error_chain(&error);
-                    if message.contains("timed out") || message.contains("deadline") {
+                    if caused_by_timeout(&error) {
                         return Err(ForwardError::Timeout);
                     }
-                    return Err(ForwardError::Connect(message));
+                    return Err(ForwardError::Connect(error));
                 }
-                Ok(Err(error)) => return Err(ForwardError::Failed(error_chain(&error))),
+                Ok(Err(error)) => return Err(ForwardError::Failed(error)),
             }
         }
     }
@@ -99,9 +105,10 @@ impl Attempt<'_> {
             "{scheme}://{}:{}{}",
             upstream.host, upstream.port, upstream.path_and_query
         );
-        // The error names scheme, host and path only: a query may carry a provider key.
-        text.parse()
-            .map_err(|_| ForwardError::Uri(text.split('?').next().unwrap_or_default().to_owned()))
+        text.parse().map_err(|source| ForwardError::Uri {
+            target: text.split('?').next().unwrap_or_default().to_owned(),
+            source,
+        })
     }
 }
 
@@ -111,7 +118,23 @@ fn full(bytes: Bytes) -> Body {
         .boxed_unsync()
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// Whether a connect failure was the connector's timeout: an `io::Error` of kind `TimedOut`
+/// somewhere in its causes (hyper-util's `HttpConnector` reports its connect timeout so).
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

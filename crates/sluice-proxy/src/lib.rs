@@ -5,16 +5,24 @@
 //!   fallible step happens here, off the request path.
 //! - [`Live`]: the only holder of the `ArcSwap<Compiled>`. A swap is one infallible
 //!   `ArcSwap::store`; requests in flight finish on the snapshot they loaded.
-//! - [`server`]: the hyper listener (HTTP/1.1 and HTTP/2) and the per-request pipeline, run
-//!   on one single-threaded runtime per core, each with its own upstream pools.
+//! - `listener`: the hyper listener (HTTP/1.1 and HTTP/2), one single-threaded runtime per
+//!   core, each with its own upstream pools.
+//! - `session`: the pipeline of one request, a method per phase (route, access, upstream,
+//!   response headers, body, log) and one `finish` path.
+//! - `headers`: forwarded headers, hop-by-hop stripping, path re-encoding.
+//! - `forward`: sending upstream (retries, timeouts); `response_body`: the streamed body and
+//!   the log phase.
 //!
 //! **Architecture Invariant:** nothing on the request path parses config or can fail to
 //! compile; it only reads the `Compiled` it loaded once at the start of the request.
 
 pub mod compile;
 mod forward;
+mod headers;
+mod listener;
+mod request_id;
 mod response_body;
-pub mod server;
+mod session;
 mod upstream;
 
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use sluice_model::Snapshot;
 use sluice_plugin::Registry;
 
 pub use compile::{CompileError, Compiled, EntityFault, WriteCheck};
-pub use server::{serve, ProxyConfig};
+pub use listener::{serve, ProxyConfig};
 pub use upstream::Clients;
 
 /// The live config of a data plane. Cheap to clone.

@@ -41,7 +41,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node: Admin API (and, as the data plane arrives, the proxy).
+    /// Run a node: the Admin API and the proxy (traditional), the Admin API and the cluster
+    /// listener (control_plane), or the proxy fed by a control plane (data_plane).
     Start(Box<start::StartArgs>),
     /// Validate decK-format files offline: schema, references, duplicates.
     Validate(deck::FilesArgs),
@@ -178,10 +179,19 @@ async fn migrations(action: MigrationsAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Colour only for a person reading a terminal: a log file or a pipe gets plain text, and
+/// `NO_COLOR` (any non-empty value, per no-color.org) turns it off everywhere.
+fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,0 +1,546 @@
+//! The pipeline of one proxied request, one method per phase, in the order Pingora's
+//! `ProxyHttp` reads:
+//!
+//! 1. [`route`]: match the request; a request no route takes is answered here (404, 426 or
+//!    the redirect of an https-only route, 503 for a route that cannot run).
+//! 2. [`Session::new`]: the upstream request's head (forwarded headers, the request id) and
+//!    the per-request context and plugin states.
+//! 3. [`Session::access`]: the plugins' access phase; any of them may answer.
+//! 4. [`Session::upstream`]: the request goes upstream (retries, timeouts).
+//! 5. [`Session::response`]: the header phase, then the body, buffered when a plugin asks or
+//!    streamed through the body filters; or [`Session::switch_protocols`] for an upgrade.
+//! 6. The log phase, once, after the last byte (see `response_body`).
+//!
+//! Every response that has a session leaves through [`Session::finish`]: it records the
+//! status and sets Sluice's headers, and hands over the state the log phase needs. So the
+//! "finish headers, then log" sequence is written once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use sluice_plugin::{
+    Body, BoxError, Flow, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
+};
+
+use crate::compile::{Compiled, RouteTarget};
+use crate::forward::{Attempt, ForwardError};
+use crate::headers::{
+    connection_has, encode_path, forwarded_headers, host_with_port, strip_hop_by_hop, strip_port,
+};
+use crate::listener::worker_client;
+use crate::request_id::RequestIds;
+use crate::response_body::{run_log, Phases, ResponseBody};
+use crate::upstream::HttpClient;
+use crate::Live;
+
+static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
+static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-sluice-proxy-latency");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-sluice-request-id");
+
+/// What every request of one worker shares.
+pub(crate) struct Shared {
+    live: Live,
+    via: HeaderValue,
+    ids: RequestIds,
+    /// For routes without a service whose upstream a plugin sets (ai-proxy).
+    default_client: HttpClient,
+}
+
+/// A request a route took: what the later phases need from the routing phase.
+struct Routed {
+    target: Arc<RouteTarget>,
+    /// What the route's path matched, in the normalized path.
+    matched_path: Option<String>,
+    /// The normalized (percent-decoded) path.
+    path: String,
+    host_header: String,
+}
+
+/// A protocol upgrade the client asked for (WebSocket): the protocol, and the client's side
+/// of the connection for after the 101.
+type Upgrade = (HeaderValue, hyper::upgrade::OnUpgrade);
+
+/// One request from the access phase on: its route, context and plugin states.
+struct Session<'a> {
+    shared: &'a Shared,
+    started: Instant,
+    target: Arc<RouteTarget>,
+    ctx: RequestCtx,
+    /// Parallel to `target.chain`.
+    states: Vec<PluginState>,
+}
+
+/// A response that ends the request early; the phase that made it already finished it.
+type Answered = Response<Body>;
+
+/// Runs one request through every phase.
+pub(crate) async fn handle(
+    shared: &Shared,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    local_port: u16,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = shared.ids.next();
+    let compiled = shared.live.load();
+    let upgrade = take_upgrade(&mut request);
+    let (mut parts, body) = request.into_parts();
+    let routed = match route(&compiled, &parts, local_port, &request_id) {
+        Ok(routed) => routed,
+        Err(answer) => return answer,
+    };
+    let session = Session::new(
+        shared, started, routed, &mut parts, peer, local_port, request_id,
+    );
+    let request = ProxyRequest {
+        parts,
+        body: RequestBody::Stream(body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+    };
+    let (session, request) = match session.access(request).await {
+        Ok(next) => next,
+        Err(answered) => return answered,
+    };
+    let protocol = upgrade.as_ref().map(|(protocol, _)| protocol);
+    let (session, response) = match session.upstream(request, protocol).await {
+        Ok(next) => next,
+        Err(answered) => return answered,
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some((_, client_side)) = upgrade {
+            return session.switch_protocols(response, client_side);
+        }
+    }
+    session.response(response).await
+}
+
+/// Takes hold of the client's side of a protocol upgrade, if one is asked for.
+fn take_upgrade(request: &mut Request<Incoming>) -> Option<Upgrade> {
+    let protocol = request
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|_| connection_has(request.headers(), "upgrade"))
+        .cloned()?;
+    Some((protocol, hyper::upgrade::on(request)))
+}
+
+/// The routing phase: the route that takes the request, or the answer when none can.
+// The answer is the response itself, moved once to the client; boxing it would cost an
+// allocation on every 404.
+#[allow(clippy::result_large_err)]
+fn route(
+    compiled: &Compiled,
+    parts: &http::request::Parts,
+    local_port: u16,
+    request_id: &str,
+) -> Result<Routed, Answered> {
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let raw_path = parts.uri.path();
+    // The router normalizes the raw path itself; normalizing twice would decode twice.
+    let found = compiled.router.find_any_protocol(&sluice_router::Request {
+        scheme: "http",
+        method: parts.method.as_str(),
+        host: &host_header,
+        port: local_port,
+        path: raw_path,
+        headers: &parts.headers,
+        sni: None,
+    });
+    let Some(found) = found else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "no Route matched with those values",
+            request_id,
+        ));
+    };
+    let target: Arc<RouteTarget> = found.payload.clone();
+    if target.https_only {
+        return Err(https_required(&target, parts, &host_header, request_id));
+    }
+    if let Some(reason) = &target.unavailable {
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, reason, request_id));
+    }
+    Ok(Routed {
+        target,
+        matched_path: found.matched_path,
+        path: sluice_router::normalize_path(raw_path).into_owned(),
+        host_header,
+    })
+}
+
+/// Kong's answer to plain http on an https-only route: 426, or the route's redirect.
+fn https_required(
+    target: &RouteTarget,
+    parts: &http::request::Parts,
+    host_header: &str,
+    request_id: &str,
+) -> Answered {
+    let status = StatusCode::from_u16(target.https_redirect_status_code)
+        .unwrap_or(StatusCode::UPGRADE_REQUIRED);
+    let mut response = error(status, "Please use HTTPS protocol", request_id);
+    if status == StatusCode::UPGRADE_REQUIRED {
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(
+            header::UPGRADE,
+            HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+        );
+    } else if let Ok(location) = HeaderValue::from_str(&format!(
+        "https://{}{}",
+        strip_port(host_header),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    )) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub(crate) fn new(live: Live, default_client: HttpClient) -> Self {
+        Self {
+            live,
+            via: HeaderValue::from_static(concat!("1.1 sluice/", env!("CARGO_PKG_VERSION"))),
+            ids: RequestIds::new(),
+            default_client,
+        }
+    }
+}
+
+// === impl Session ===
+
+impl<'a> Session<'a> {
+    /// The upstream request's head and the request's context, before any plugin runs.
+    fn new(
+        shared: &'a Shared,
+        started: Instant,
+        routed: Routed,
+        parts: &mut http::request::Parts,
+        peer: SocketAddr,
+        local_port: u16,
+        request_id: String,
+    ) -> Self {
+        let Routed {
+            target,
+            matched_path,
+            path,
+            host_header,
+        } = routed;
+        let upstream = target.service.as_ref().map(|service| Upstream {
+            https: service.https,
+            host: service.host.clone(),
+            port: service.port,
+            path_and_query: encode_path(&sluice_router::upstream_path(
+                service.path.as_deref(),
+                &path,
+                parts.uri.query(),
+                matched_path.as_deref(),
+                target.strip_path,
+                target.path_handling,
+            )),
+            host_header: if target.preserve_host {
+                host_header.clone()
+            } else {
+                host_with_port(&service.host, service.port, service.https)
+            },
+        });
+        let path_suffix = encode_path(match matched_path.as_deref() {
+            Some(prefix) if target.strip_path && !prefix.is_empty() => {
+                path.strip_prefix(prefix).unwrap_or(&path)
+            }
+            _ => &path,
+        });
+        // Hop-by-hop headers go first, before Sluice adds its own: a client listing
+        // `Connection: X-Forwarded-For` must not be able to remove what the gateway sets.
+        strip_hop_by_hop(&mut parts.headers);
+        forwarded_headers(
+            &mut parts.headers,
+            peer,
+            local_port,
+            &host_header,
+            parts.uri.path(),
+            matched_path.as_deref().filter(|_| target.strip_path),
+        );
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            parts.headers.insert(X_REQUEST_ID.clone(), value);
+        }
+        parts.headers.append(header::VIA, shared.via.clone());
+        let ctx = RequestCtx {
+            request_id,
+            route_id: target.route_id,
+            service_id: target.service.as_ref().map(|s| s.id),
+            consumer_id: None,
+            client_addr: peer,
+            started,
+            upstream,
+            upstream_latency: None,
+            path_suffix,
+            status: 0,
+            log: serde_json::Map::new(),
+        };
+        let states = target.chain.iter().map(|h| h.new_state()).collect();
+        Self {
+            shared,
+            started,
+            target,
+            ctx,
+            states,
+        }
+    }
+
+    /// The access phase: each plugin in priority order; the first that answers ends it.
+    async fn access(mut self, mut request: ProxyRequest) -> Result<(Self, ProxyRequest), Answered> {
+        let target = self.target.clone();
+        for (handler, state) in target.chain.iter().zip(self.states.iter_mut()) {
+            if let Flow::Respond(response) =
+                handler.access(&mut request, &mut self.ctx, state).await
+            {
+                let (parts, bytes) = (*response).into_parts();
+                return Err(self.respond(parts, bytes));
+            }
+        }
+        Ok((self, request))
+    }
+
+    /// The upstream phase: the request goes to the service (or where a plugin pointed it).
+    async fn upstream(
+        mut self,
+        request: ProxyRequest,
+        upgrade: Option<&HeaderValue>,
+    ) -> Result<(Self, http::Response<Incoming>), Answered> {
+        let Some(upstream) = self.ctx.upstream.as_ref() else {
+            return Err(self.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no Service found with those values",
+            ));
+        };
+        let ProxyRequest { mut parts, body } = request;
+        match HeaderValue::from_str(&upstream.host_header) {
+            Ok(host) => parts.headers.insert(header::HOST, host),
+            Err(_) => parts.headers.remove(header::HOST),
+        };
+        if let Some(protocol) = upgrade {
+            // Hop-by-hop headers were stripped; an upgrade needs these two to reach it.
+            parts.headers.insert(header::UPGRADE, protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let client = match &self.target.service {
+            Some(s) => worker_client(s.connect_timeout_ms, s.tls_verify),
+            None => self.shared.default_client.clone(),
+        };
+        let attempt = Attempt {
+            client: &client,
+            upstream,
+            retries: self.target.service.as_ref().map_or(5, |s| s.retries),
+            timeout: self
+                .target
+                .service
+                .as_ref()
+                .map_or(Duration::from_secs(180), |s| {
+                    s.connect_timeout + s.write_timeout + s.read_timeout
+                }),
+        };
+        let sent_at = Instant::now();
+        let result = attempt.send(parts, body).await;
+        self.ctx.upstream_latency = Some(sent_at.elapsed());
+        match result {
+            Ok(response) => Ok((self, response)),
+            Err(failure) => {
+                let host = self.ctx.upstream.as_ref().map_or("", |u| u.host.as_str());
+                tracing::warn!(
+                    request_id = %self.ctx.request_id,
+                    upstream = %host,
+                    error = %failure,
+                    "upstream request failed"
+                );
+                let timed_out = matches!(failure, ForwardError::Timeout);
+                Err(self.upstream_failure(timed_out))
+            }
+        }
+    }
+
+    /// The header phase and the body: buffered whole when a plugin asks to see it, streamed
+    /// through the body filters otherwise (the log phase then runs when the body ends).
+    async fn response(mut self, response: http::Response<Incoming>) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let target = self.target.clone();
+        let buffer = target
+            .chain
+            .iter()
+            .zip(self.states.iter())
+            .any(|(handler, state)| handler.buffer_response(&self.ctx, state));
+        let read_timeout = self.read_timeout();
+        if buffer {
+            let mut bytes = match tokio::time::timeout(read_timeout, body.collect()).await {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(_)) => return self.upstream_failure(false),
+                Err(_) => return self.upstream_failure(true),
+            };
+            for (handler, state) in target.chain.iter().zip(self.states.iter_mut()) {
+                bytes = handler.buffered_response(&mut parts, bytes, &mut self.ctx, state);
+            }
+            self.header_filters(&mut parts);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            return self.respond(parts, bytes);
+        }
+        self.header_filters(&mut parts);
+        if target.has_body_filter {
+            // A filter may change the length; let hyper frame the body.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        let phases = self.finish(&mut parts);
+        let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+        let body = ResponseBody::new(body, read_timeout, Some(Box::new(phases)));
+        Response::from_parts(parts, BodyExt::boxed_unsync(body))
+    }
+
+    fn header_filters(&mut self, parts: &mut http::response::Parts) {
+        for (handler, state) in self.target.chain.iter().zip(self.states.iter_mut()) {
+            handler.header_filter(parts, &mut self.ctx, state);
+        }
+    }
+
+    /// The upstream agreed to switch protocols: answer the client's 101 with the upstream's
+    /// headers, then splice the two upgraded connections until either side closes. The log
+    /// phase runs when the splice ends.
+    fn switch_protocols(
+        self,
+        mut response: http::Response<Incoming>,
+        client_side: hyper::upgrade::OnUpgrade,
+    ) -> Response<Body> {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let phases = self.finish(&mut parts);
+        tokio::spawn(async move {
+            let request_id = &phases.ctx.request_id;
+            match tokio::try_join!(client_side, upstream_side) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(%request_id, %error, "upgraded connection ended with an error");
+                    }
+                }
+                Err(error) => tracing::warn!(%request_id, %error, "protocol upgrade failed"),
+            }
+            run_log(&phases);
+        });
+        Response::from_parts(parts, full(Bytes::new()))
+    }
+
+    /// Kong's 504 (timed out) or 502 (anything else) when the upstream fails.
+    fn upstream_failure(self, timed_out: bool) -> Answered {
+        if timed_out {
+            self.fail(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The upstream server is timing out",
+            )
+        } else {
+            self.fail(
+                StatusCode::BAD_GATEWAY,
+                "An invalid response was received from the upstream server",
+            )
+        }
+    }
+
+    /// Answers with Kong's error body.
+    fn fail(self, status: StatusCode, message: &str) -> Answered {
+        let (parts, body) = kong_error(status, message, &self.ctx.request_id).into_parts();
+        self.respond(parts, body)
+    }
+
+    /// Sends a whole response now and runs the log phase.
+    fn respond(self, mut parts: http::response::Parts, body: Bytes) -> Response<Body> {
+        let phases = self.finish(&mut parts);
+        run_log(&phases);
+        Response::from_parts(parts, full(body))
+    }
+
+    /// The one way out: records the status, sets the latency, request id and `Via` headers,
+    /// and hands over what the log phase needs (run by the caller, now or after the body).
+    fn finish(mut self, parts: &mut http::response::Parts) -> Phases {
+        self.ctx.status = parts.status.as_u16();
+        let headers = &mut parts.headers;
+        if let Some(latency) = self.ctx.upstream_latency {
+            headers.insert(
+                X_UPSTREAM_LATENCY.clone(),
+                HeaderValue::from(latency.as_millis() as u64),
+            );
+        }
+        // Time spent in Sluice itself: the upstream's share is left out.
+        let upstream = self.ctx.upstream_latency.unwrap_or_default();
+        let proxy = self.started.elapsed().saturating_sub(upstream);
+        headers.insert(
+            X_PROXY_LATENCY.clone(),
+            HeaderValue::from(proxy.as_millis() as u64),
+        );
+        set_request_id(headers, &self.ctx.request_id);
+        headers.append(header::VIA, self.shared.via.clone());
+        Phases {
+            target: self.target,
+            ctx: self.ctx,
+            states: self.states,
+        }
+    }
+
+    /// The service's read timeout between body frames (60 s without a service, as Kong).
+    fn read_timeout(&self) -> Duration {
+        self.target
+            .service
+            .as_ref()
+            .map_or(Duration::from_secs(60), |s| s.read_timeout)
+    }
+}
+
+fn set_request_id(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID.clone(), value);
+    }
+}
+
+/// Kong's error body: `{"message": ..., "request_id": ...}`.
+fn kong_error(status: StatusCode, message: &str, request_id: &str) -> Response<Bytes> {
+    let body = serde_json::json!({ "message": message, "request_id": request_id });
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    set_request_id(headers, request_id);
+    response
+}
+
+/// An answer before any session exists (no route, or one that cannot run): no plugin ran,
+/// so there is no log phase.
+fn error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+    kong_error(status, message, request_id).map(full)
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| -> BoxError { match never {} })
+        .boxed_unsync()
+}
