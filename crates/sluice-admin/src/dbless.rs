@@ -130,10 +130,10 @@ pub async fn post_config(
                 StatusCode::CREATED,
                 Json(json!({
                     "configuration_version": version,
-                    "services": snapshot.services,
-                    "routes": snapshot.routes,
-                    "consumers": snapshot.consumers,
-                    "plugins": snapshot.plugins,
+                    "services": snapshot.entities.services,
+                    "routes": snapshot.entities.routes,
+                    "consumers": snapshot.entities.consumers,
+                    "plugins": snapshot.entities.plugins,
                 })),
             )
                 .into_response())
@@ -167,10 +167,10 @@ pub async fn post_config(
 pub async fn get_config(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.store().snapshot().await?;
     let entities = declarative::Entities {
-        services: snapshot.services,
-        routes: snapshot.routes,
-        consumers: snapshot.consumers,
-        plugins: snapshot.plugins,
+        services: snapshot.entities.services,
+        routes: snapshot.entities.routes,
+        consumers: snapshot.entities.consumers,
+        plugins: snapshot.entities.plugins,
     };
     Ok(Json(
         json!({ "config": declarative::render(&entities, &[]) }),

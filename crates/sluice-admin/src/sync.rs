@@ -7,81 +7,77 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use sluice_model::diff::{Op, Plan};
+use serde_json::Value;
+use sluice_model::diff::{Change, Op, Plan};
+use sluice_model::wire::{SnapshotBody, SyncInput, SyncResponse};
 use sluice_model::SchemaViolation;
 
 use crate::{body, AdminState, ApiError};
 
-#[derive(Deserialize)]
-struct SyncRequest {
-    expected_version: u64,
-    plan: Plan,
-}
-
 /// `GET /sluice/snapshot`: every entity and the config version, read in one transaction.
-pub async fn snapshot(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub async fn snapshot(State(state): State<AdminState>) -> Result<Json<SnapshotBody>, ApiError> {
     let snapshot = state.store().snapshot().await?;
-    Ok(Json(json!({
-        "version": snapshot.version,
-        "services": snapshot.services,
-        "routes": snapshot.routes,
-        "consumers": snapshot.consumers,
-        "plugins": snapshot.plugins,
-    })))
+    Ok(Json(SnapshotBody::from(snapshot)))
 }
 
 /// `POST /sluice/sync`: `{"expected_version": N, "plan": {"changes": [...]}}`. Every entity
-/// is validated again here (the control plane never trusts a client's validation), then the
-/// plan is applied in one transaction.
+/// is validated again here (the control plane never trusts a client's validation) into its
+/// typed form, then the plan is applied in one transaction.
 pub async fn apply(
     State(state): State<AdminState>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SyncResponse>, ApiError> {
     if state.dbless() {
         return Err(ApiError::OperationUnsupported(
             "cannot sync when not using a database; use POST /config".to_owned(),
         ));
     }
     let input = body::parse(&headers, &bytes)?;
-    let mut request: SyncRequest = serde_json::from_value(Value::Object(input.object))
+    let request: SyncInput = serde_json::from_value(Value::Object(input.object))
         .map_err(|e| ApiError::BadRequest(format!("invalid sync request: {e}")))?;
-    for change in &mut request.plan.changes {
-        if change.op == Op::Delete {
-            continue;
-        }
-        let Some(Value::Object(new)) = change.new.take() else {
-            return Err(ApiError::BadRequest(format!(
-                "change for {} {} has no entity",
-                change.kind.singular(),
-                change.label
-            )));
-        };
-        match state.schemas().check(change.kind, new) {
-            Ok(valid) => change.new = Some(valid),
-            Err(violation) => {
-                let mut named = SchemaViolation::default();
-                named.entity(format!(
-                    "{} {}: {}",
+    let mut plan = Plan::default();
+    for change in request.plan.changes {
+        let new = match (change.op, change.new) {
+            (Op::Delete, _) => None,
+            (_, Some(new)) => Some(state.schemas().build_any(change.kind, new).map_err(
+                |violation| {
+                    let mut named = SchemaViolation::default();
+                    named.entity(format!(
+                        "{} {}: {}",
+                        change.kind.singular(),
+                        change.label,
+                        violation.message()
+                    ));
+                    named
+                },
+            )?),
+            (_, None) => {
+                return Err(ApiError::BadRequest(format!(
+                    "change for {} {} has no entity",
                     change.kind.singular(),
-                    change.label,
-                    violation.message()
-                ));
-                return Err(named.into());
+                    change.label
+                )))
             }
-        }
+        };
+        plan.changes.push(Change {
+            op: change.op,
+            kind: change.kind,
+            id: change.id,
+            label: change.label,
+            old: None,
+            new,
+        });
     }
-    let summary = request.plan.summary();
+    let summary = plan.summary();
     let version = state
         .store()
-        .apply_plan(&request.plan, request.expected_version)
+        .apply_plan(&plan, request.expected_version)
         .await?;
-    Ok(Json(json!({
-        "version": version,
-        "created": summary.created,
-        "updated": summary.updated,
-        "deleted": summary.deleted,
-    })))
+    Ok(Json(SyncResponse {
+        version,
+        created: summary.created,
+        updated: summary.updated,
+        deleted: summary.deleted,
+    }))
 }

@@ -146,10 +146,10 @@ mod wire_snapshot {
         pub(super) fn new(snapshot: &'a Snapshot) -> Self {
             SnapshotRef {
                 version: snapshot.version,
-                services: &snapshot.services,
-                routes: &snapshot.routes,
-                consumers: &snapshot.consumers,
-                plugins: &snapshot.plugins,
+                services: &snapshot.entities.services,
+                routes: &snapshot.entities.routes,
+                consumers: &snapshot.entities.consumers,
+                plugins: &snapshot.entities.plugins,
             }
         }
     }
@@ -167,10 +167,12 @@ mod wire_snapshot {
         let wire = SnapshotOwned::deserialize(deserializer)?;
         Ok(Snapshot {
             version: wire.version,
-            services: wire.services,
-            routes: wire.routes,
-            consumers: wire.consumers,
-            plugins: wire.plugins,
+            entities: sluice_model::Entities {
+                services: wire.services,
+                routes: wire.routes,
+                consumers: wire.consumers,
+                plugins: wire.plugins,
+            },
         })
     }
 }
@@ -203,32 +205,32 @@ impl DeltaChanges {
     pub fn between(old: &Snapshot, new: &Snapshot) -> Self {
         let mut changes = Self::default();
         diff_list(
-            &old.services,
-            &new.services,
+            &old.entities.services,
+            &new.entities.services,
             |e| e.id,
             "services",
             &mut changes.services,
             &mut changes.deleted,
         );
         diff_list(
-            &old.routes,
-            &new.routes,
+            &old.entities.routes,
+            &new.entities.routes,
             |e| e.id,
             "routes",
             &mut changes.routes,
             &mut changes.deleted,
         );
         diff_list(
-            &old.consumers,
-            &new.consumers,
+            &old.entities.consumers,
+            &new.entities.consumers,
             |e| e.id,
             "consumers",
             &mut changes.consumers,
             &mut changes.deleted,
         );
         diff_list(
-            &old.plugins,
-            &new.plugins,
+            &old.entities.plugins,
+            &new.entities.plugins,
             |e| e.id,
             "plugins",
             &mut changes.plugins,
@@ -247,20 +249,33 @@ impl DeltaChanges {
                 .map(|(_, id)| *id)
                 .collect()
         };
-        Snapshot {
-            version,
-            services: patch_list(&base.services, &self.services, &deleted("services"), |e| {
-                e.id
-            }),
-            routes: patch_list(&base.routes, &self.routes, &deleted("routes"), |e| e.id),
+        let entities = sluice_model::Entities {
+            services: patch_list(
+                &base.entities.services,
+                &self.services,
+                &deleted("services"),
+                |e| e.id,
+            ),
+            routes: patch_list(
+                &base.entities.routes,
+                &self.routes,
+                &deleted("routes"),
+                |e| e.id,
+            ),
             consumers: patch_list(
-                &base.consumers,
+                &base.entities.consumers,
                 &self.consumers,
                 &deleted("consumers"),
                 |e| e.id,
             ),
-            plugins: patch_list(&base.plugins, &self.plugins, &deleted("plugins"), |e| e.id),
-        }
+            plugins: patch_list(
+                &base.entities.plugins,
+                &self.plugins,
+                &deleted("plugins"),
+                |e| e.id,
+            ),
+        };
+        Snapshot { version, entities }
     }
 
     pub fn len(&self) -> usize {
@@ -344,13 +359,13 @@ pub(crate) fn decode_limited(frame: &[u8], limit: usize) -> Result<Message, Clus
 /// object keys sorted, version left out), first 32 hex characters (the length of Kong's md5
 /// hashes, so the `/clustering/data-planes` column looks the same).
 pub fn config_hash(snapshot: &Snapshot) -> String {
-    let mut services: Vec<&Service> = snapshot.services.iter().collect();
+    let mut services: Vec<&Service> = snapshot.entities.services.iter().collect();
     services.sort_by_key(|service| service.id);
-    let mut routes: Vec<&Route> = snapshot.routes.iter().collect();
+    let mut routes: Vec<&Route> = snapshot.entities.routes.iter().collect();
     routes.sort_by_key(|route| route.id);
-    let mut consumers: Vec<&Consumer> = snapshot.consumers.iter().collect();
+    let mut consumers: Vec<&Consumer> = snapshot.entities.consumers.iter().collect();
     consumers.sort_by_key(|consumer| consumer.id);
-    let mut plugins: Vec<&Plugin> = snapshot.plugins.iter().collect();
+    let mut plugins: Vec<&Plugin> = snapshot.entities.plugins.iter().collect();
     plugins.sort_by_key(|plugin| plugin.id);
     // Whole plugins go through `Value` (not just `config`) so a field added to `Plugin` is hashed
     // without this code knowing about it.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_model::{Consumer, ForeignKey, Plugin, Route, Service, Snapshot};
+use sluice_model::{Consumer, Entities, ForeignKey, Plugin, Route, Service, Snapshot};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -119,9 +119,11 @@ fn full_snapshot_size() {
         .collect();
     let snapshot = Snapshot {
         version: 1,
-        services,
-        routes,
-        ..Snapshot::default()
+        entities: Entities {
+            services,
+            routes,
+            ..Entities::default()
+        },
     };
     let frame = encode_reconfigure(&snapshot, &config_hash(&snapshot)).unwrap();
     eprintln!(
@@ -149,14 +151,16 @@ fn delta_is_small_and_exact() {
     services.sort_by_key(|s| s.id);
     let old = Snapshot {
         version: 1,
-        services,
-        routes,
-        ..Snapshot::default()
+        entities: Entities {
+            services,
+            routes,
+            ..Entities::default()
+        },
     };
     let mut new = old.clone();
     new.version = 2;
-    new.routes[5_000].paths = Some(vec!["/changed".to_owned()]);
-    let removed = new.routes.remove(7_000).id;
+    new.entities.routes[5_000].paths = Some(vec!["/changed".to_owned()]);
+    let removed = new.entities.routes.remove(7_000).id;
     let changes = crate::message::DeltaChanges::between(&old, &new);
     assert_eq!(changes.routes.len(), 1);
     assert_eq!(changes.deleted, vec![("routes".to_owned(), removed)]);
@@ -206,14 +210,15 @@ fn config_hash_names_the_content_only() {
     assert_eq!(config_hash(&bumped), hash, "the version is not content");
 
     let mut reordered = original.clone();
-    reordered.services.reverse();
-    reordered.routes.reverse();
-    reordered.consumers.reverse();
-    reordered.plugins.reverse();
+    reordered.entities.services.reverse();
+    reordered.entities.routes.reverse();
+    reordered.entities.consumers.reverse();
+    reordered.entities.plugins.reverse();
     assert_eq!(config_hash(&reordered), hash, "entity order is not content");
 
     let mut keys_reordered = original.clone();
-    keys_reordered.plugins[0].config = json!({"policy": "local", "second": 2, "minute": 10});
+    keys_reordered.entities.plugins[0].config =
+        json!({"policy": "local", "second": 2, "minute": 10});
     assert_eq!(
         config_hash(&keys_reordered),
         hash,
@@ -221,15 +226,15 @@ fn config_hash_names_the_content_only() {
     );
 
     let mut new_path = original.clone();
-    new_path.routes[0].paths = Some(vec!["/elsewhere".to_owned()]);
+    new_path.entities.routes[0].paths = Some(vec!["/elsewhere".to_owned()]);
     assert_ne!(config_hash(&new_path), hash);
 
     let mut new_limit = original.clone();
-    new_limit.plugins[0].config = json!({"minute": 11, "second": 2, "policy": "local"});
+    new_limit.entities.plugins[0].config = json!({"minute": 11, "second": 2, "policy": "local"});
     assert_ne!(config_hash(&new_limit), hash);
 
     let mut fewer = original;
-    fewer.consumers.pop();
+    fewer.entities.consumers.pop();
     assert_ne!(config_hash(&fewer), hash);
 }
 
@@ -637,10 +642,12 @@ fn snapshot(version: u64, n: usize) -> Snapshot {
         .collect();
     Snapshot {
         version,
-        services,
-        routes,
-        consumers,
-        plugins,
+        entities: Entities {
+            services,
+            routes,
+            consumers,
+            plugins,
+        },
     }
 }
 
@@ -651,7 +658,7 @@ fn service(name: &str) -> Service {
         updated_at: CREATED,
         name: Some(name.to_owned()),
         retries: 5,
-        protocol: "http".to_owned(),
+        protocol: sluice_model::Protocol::Http,
         host: format!("{name}.upstream.internal"),
         port: 80,
         path: None,
@@ -673,7 +680,7 @@ fn route(name: &str, service: &Service) -> Route {
         created_at: CREATED,
         updated_at: CREATED,
         name: Some(name.to_owned()),
-        protocols: vec!["http".to_owned(), "https".to_owned()],
+        protocols: vec![sluice_model::Protocol::Http, sluice_model::Protocol::Https],
         methods: None,
         hosts: None,
         paths: Some(vec![format!("/{name}")]),
@@ -681,7 +688,7 @@ fn route(name: &str, service: &Service) -> Route {
         https_redirect_status_code: 426,
         regex_priority: 0,
         strip_path: true,
-        path_handling: "v0".to_owned(),
+        path_handling: sluice_model::PathHandling::V0,
         preserve_host: false,
         request_buffering: true,
         response_buffering: true,
@@ -715,7 +722,7 @@ fn plugin(config: Value) -> Plugin {
         service: None,
         consumer: None,
         config,
-        protocols: vec!["http".to_owned(), "https".to_owned()],
+        protocols: vec![sluice_model::Protocol::Http, sluice_model::Protocol::Https],
         enabled: true,
         tags: None,
     }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::entity::{Consumer, Plugin, Route, Service};
 use crate::schema::Schemas;
 
 mod position;
@@ -119,14 +118,7 @@ pub struct Source {
     node: Vec<Seg>,
 }
 
-/// The validated entities of a config, in Kong's domain types.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Entities {
-    pub services: Vec<Service>,
-    pub routes: Vec<Route>,
-    pub consumers: Vec<Consumer>,
-    pub plugins: Vec<Plugin>,
-}
+pub use crate::entity::Entities;
 
 /// Parses and merges several files. `env` resolves `${{ env "DECK_NAME" }}` (decK's syntax;
 /// only names starting with `DECK_` may be read, and a missing variable is an error naming

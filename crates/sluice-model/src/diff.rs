@@ -54,7 +54,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::declarative::{Content, Entities, FPlugin, ID_NAMESPACE};
-use crate::entity::{Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
+use crate::entity::{AnyEntity, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
 
 /// decK's dependency order, from `pkg/diff/order.go` restricted to Sluice's kinds: level 0
 /// consumers; 1 services; 2 routes; 3 plugins. Creates and updates walk it top-down, so a
@@ -83,11 +83,14 @@ pub enum Op {
     Delete,
 }
 
-/// One change. `new`/`old` are the full entities as JSON (serde of the domain types), so the
-/// plan can be sent to the control plane in one request and applied there:
-/// `serde_json::from_value::<Service>(new)` gives the entity back. A create has only `new`, a
-/// delete only `old`, an update both (`new` carries the current `created_at`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One change, holding the typed entities: a create has only `new`, a delete only `old` (a
+/// plan the Admin API received carries no `old`: applying a delete needs only the id), an
+/// update both (`new` carries the current `created_at`). The store writes `new` as it is;
+/// nothing downstream parses JSON again.
+///
+/// On the wire (`POST /sluice/sync`) a change is `{op, kind, id, label, old, new}` with the
+/// entities as their JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     pub op: Op,
     pub kind: EntityKind,
@@ -95,8 +98,43 @@ pub struct Change {
     /// decK's name for the entity: `svc1`, `rate-limiting (global)`,
     /// `key-auth for service svc1 and route r1`. An entity without a name shows its id.
     pub label: String,
-    pub old: Option<Value>,
-    pub new: Option<Value>,
+    pub old: Option<AnyEntity>,
+    pub new: Option<AnyEntity>,
+}
+
+/// A change as it is sent: the entities as JSON, read back by the change's `kind`.
+#[derive(Deserialize)]
+struct ChangeJson {
+    op: Op,
+    kind: EntityKind,
+    id: Uuid,
+    label: String,
+    #[serde(default)]
+    old: Option<Value>,
+    #[serde(default)]
+    new: Option<Value>,
+}
+
+// === impl Change ===
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = ChangeJson::deserialize(deserializer)?;
+        let typed = |value: Option<Value>| {
+            value
+                .map(|v| AnyEntity::from_json(json.kind, v))
+                .transpose()
+                .map_err(serde::de::Error::custom)
+        };
+        Ok(Change {
+            op: json.op,
+            kind: json.kind,
+            id: json.id,
+            label: json.label,
+            old: typed(json.old)?,
+            new: typed(json.new)?,
+        })
+    }
 }
 
 /// The changes that turn the current entities into the target ones, in the order they must be
@@ -330,8 +368,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
                     paint(YELLOW),
                     &format!("updating {kind} {}  {{", change.label),
                 );
-                let old = change.old.as_ref().map(normalized).unwrap_or(Value::Null);
-                let new = change.new.as_ref().map(normalized).unwrap_or(Value::Null);
+                let shown = |e: &Option<AnyEntity>| {
+                    e.as_ref().map_or(Value::Null, |e| normalized(&to_json(e)))
+                };
+                let (old, new) = (shown(&change.old), shown(&change.new));
                 for line in field_diff(&old, &new) {
                     push_line(&mut out, paint(YELLOW), &line);
                 }
@@ -802,8 +842,8 @@ fn compare<E: Diffable>(
                         kind: E::KIND,
                         id: entity.id(),
                         label: entity.label(target_names),
-                        old: Some(old),
-                        new: Some(new),
+                        old: Some((*existing).clone().into_any()),
+                        new: Some(entity.clone().into_any()),
                     });
                 }
             }
@@ -813,7 +853,7 @@ fn compare<E: Diffable>(
                 id: entity.id(),
                 label: entity.label(target_names),
                 old: None,
-                new: Some(new),
+                new: Some(entity.clone().into_any()),
             }),
         }
     }
@@ -824,7 +864,7 @@ fn compare<E: Diffable>(
                 kind: E::KIND,
                 id: entity.id(),
                 label: entity.label(current_names),
-                old: Some(to_json(entity)),
+                old: Some(entity.clone().into_any()),
                 new: None,
             });
         }

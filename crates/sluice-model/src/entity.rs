@@ -27,6 +27,29 @@ pub struct ForeignKey {
     pub id: Uuid,
 }
 
+/// A protocol of a service, route or plugin (Kong's `protocols` typedef), serialized as Kong
+/// spells it (`tls_passthrough`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Grpc,
+    Grpcs,
+    Http,
+    Https,
+    Tcp,
+    Tls,
+    TlsPassthrough,
+    Udp,
+}
+
+/// How a route joins the service path and the request path (Kong's `path_handling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathHandling {
+    V0,
+    V1,
+}
+
 /// A stream route source or destination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CidrPort {
@@ -41,7 +64,7 @@ pub struct Service {
     pub updated_at: i64,
     pub name: Option<String>,
     pub retries: u16,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub host: String,
     pub port: u16,
     pub path: Option<String>,
@@ -62,7 +85,7 @@ pub struct Route {
     pub created_at: i64,
     pub updated_at: i64,
     pub name: Option<String>,
-    pub protocols: Vec<String>,
+    pub protocols: Vec<Protocol>,
     pub methods: Option<Vec<String>>,
     pub hosts: Option<Vec<String>>,
     pub paths: Option<Vec<String>>,
@@ -70,7 +93,7 @@ pub struct Route {
     pub https_redirect_status_code: u16,
     pub regex_priority: i64,
     pub strip_path: bool,
-    pub path_handling: String,
+    pub path_handling: PathHandling,
     pub preserve_host: bool,
     pub request_buffering: bool,
     pub response_buffering: bool,
@@ -104,9 +127,20 @@ pub struct Plugin {
     pub service: Option<ForeignKey>,
     pub consumer: Option<ForeignKey>,
     pub config: serde_json::Value,
-    pub protocols: Vec<String>,
+    pub protocols: Vec<Protocol>,
     pub enabled: bool,
     pub tags: Option<Vec<String>>,
+}
+
+/// One entity of any kind, as a sync plan's change carries it. Serialized as the entity
+/// alone (its kind travels beside it, in the change).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnyEntity {
+    Service(Service),
+    Route(Route),
+    Consumer(Consumer),
+    Plugin(Plugin),
 }
 
 /// What every stored entity offers to generic code (store, Admin API).
@@ -117,6 +151,7 @@ pub trait Entity: Serialize + for<'de> Deserialize<'de> + Clone + Send + Sync + 
     fn tags(&self) -> Option<&[String]>;
     /// The value of the entity's endpoint key (name, username, instance_name), if set.
     fn endpoint_key(&self) -> Option<&str>;
+    fn into_any(self) -> AnyEntity;
 }
 
 // === impl EntityKind ===
@@ -163,10 +198,28 @@ impl EntityKind {
     }
 }
 
+// === impl Protocol ===
+
+impl Protocol {
+    /// Kong's spelling, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Grpcs => "grpcs",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::TlsPassthrough => "tls_passthrough",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 // === impl Entity ===
 
 macro_rules! entity_impl {
-    ($ty:ty, $kind:expr, $key:ident) => {
+    ($ty:ident, $kind:expr, $key:ident) => {
         impl Entity for $ty {
             const KIND: EntityKind = $kind;
             fn id(&self) -> Uuid {
@@ -181,6 +234,9 @@ macro_rules! entity_impl {
             fn endpoint_key(&self) -> Option<&str> {
                 self.$key.as_deref()
             }
+            fn into_any(self) -> AnyEntity {
+                AnyEntity::$ty(self)
+            }
         }
     };
 }
@@ -189,6 +245,39 @@ entity_impl!(Service, EntityKind::Service, name);
 entity_impl!(Route, EntityKind::Route, name);
 entity_impl!(Consumer, EntityKind::Consumer, username);
 entity_impl!(Plugin, EntityKind::Plugin, instance_name);
+
+// === impl AnyEntity ===
+
+impl AnyEntity {
+    pub fn kind(&self) -> EntityKind {
+        match self {
+            AnyEntity::Service(_) => EntityKind::Service,
+            AnyEntity::Route(_) => EntityKind::Route,
+            AnyEntity::Consumer(_) => EntityKind::Consumer,
+            AnyEntity::Plugin(_) => EntityKind::Plugin,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            AnyEntity::Service(e) => e.id,
+            AnyEntity::Route(e) => e.id,
+            AnyEntity::Consumer(e) => e.id,
+            AnyEntity::Plugin(e) => e.id,
+        }
+    }
+
+    /// Reads an entity of `kind` from its JSON (already validated: a plan the CLI computed,
+    /// or a change the Admin API validated).
+    pub fn from_json(kind: EntityKind, value: serde_json::Value) -> serde_json::Result<Self> {
+        Ok(match kind {
+            EntityKind::Service => AnyEntity::Service(serde_json::from_value(value)?),
+            EntityKind::Route => AnyEntity::Route(serde_json::from_value(value)?),
+            EntityKind::Consumer => AnyEntity::Consumer(serde_json::from_value(value)?),
+            EntityKind::Plugin => AnyEntity::Plugin(serde_json::from_value(value)?),
+        })
+    }
+}
 
 // === impl Plugin ===
 
@@ -212,12 +301,19 @@ impl Plugin {
     }
 }
 
-/// Everything in a config at one version: what a data plane compiles.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Snapshot {
-    pub version: u64,
+/// The validated entities of a config, in Kong's domain types: what a decK file resolves
+/// to, what a snapshot holds, what the snapshot endpoint sends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entities {
     pub services: Vec<Service>,
     pub routes: Vec<Route>,
     pub consumers: Vec<Consumer>,
     pub plugins: Vec<Plugin>,
+}
+
+/// Everything in a config at one version: what a data plane compiles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub entities: Entities,
 }

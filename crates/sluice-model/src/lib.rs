@@ -10,6 +10,7 @@
 //! - [`schema`]: compiled JSON Schemas, defaults, form coercion, Kong's `/schemas` format.
 //! - [`validate`]: input → entity (schema + Kong's entity checks).
 //! - [`violation`]: errors in Kong's `schema violation` shape.
+//! - [`wire`]: the bodies of Sluice's own sync and snapshot endpoints (server and CLI).
 
 pub mod compile_check;
 pub mod declarative;
@@ -19,10 +20,12 @@ pub mod plugins;
 pub mod schema;
 pub mod validate;
 pub mod violation;
+pub mod wire;
 
 pub use compile_check::CompileCheck;
 pub use entity::{
-    CidrPort, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service, Snapshot,
+    AnyEntity, CidrPort, Consumer, Entities, Entity, EntityKind, ForeignKey, PathHandling, Plugin,
+    Protocol, Route, Service, Snapshot,
 };
 pub use schema::{CompiledSchema, PluginSchema, SchemaLoadError, Schemas};
 pub use violation::SchemaViolation;

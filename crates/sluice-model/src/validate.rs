@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::entity::{Entity, EntityKind, Plugin, Route};
+use crate::entity::{AnyEntity, Entity, EntityKind, Plugin, Route};
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
@@ -21,6 +21,20 @@ impl Schemas {
             let mut violation = SchemaViolation::default();
             violation.entity(error.to_string());
             violation
+        })
+    }
+
+    /// [`Schemas::build`] for a kind known only at run time (a sync plan's change).
+    pub fn build_any(
+        &self,
+        kind: EntityKind,
+        input: Map<String, Value>,
+    ) -> Result<AnyEntity, SchemaViolation> {
+        Ok(match kind {
+            EntityKind::Service => AnyEntity::Service(self.build(input)?),
+            EntityKind::Route => AnyEntity::Route(self.build(input)?),
+            EntityKind::Consumer => AnyEntity::Consumer(self.build(input)?),
+            EntityKind::Plugin => AnyEntity::Plugin(self.build(input)?),
         })
     }
 

@@ -87,7 +87,7 @@ mod tests {
             service: fk(service),
             consumer: fk(consumer),
             config: serde_json::json!({}),
-            protocols: vec!["http".into()],
+            protocols: vec![sluice_model::Protocol::Http],
             enabled: true,
             tags: None,
         }

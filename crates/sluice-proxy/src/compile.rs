@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_model::{CompileCheck, EntityKind, Plugin, Route, SchemaViolation, Service, Snapshot};
+use sluice_model::{
+    CompileCheck, EntityKind, Plugin, Protocol, Route, SchemaViolation, Service, Snapshot,
+};
 use sluice_plugin::{scope, PluginHandler, Registry};
 use sluice_router::{BuildError, PathHandling, RouteSpec, Router};
 use uuid::Uuid;
@@ -93,13 +95,18 @@ impl Compiled {
 
 /// Builds the router and, per route, its service target and plugin chain.
 pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, CompileError> {
-    let services: HashMap<Uuid, &Service> = snapshot.services.iter().map(|s| (s.id, s)).collect();
+    let services: HashMap<Uuid, &Service> = snapshot
+        .entities
+        .services
+        .iter()
+        .map(|s| (s.id, s))
+        .collect();
 
     // Index plugins by scope so each route only looks at candidates that can apply.
     let mut by_route: HashMap<Uuid, Vec<&Plugin>> = HashMap::new();
     let mut by_service: HashMap<Uuid, Vec<&Plugin>> = HashMap::new();
     let mut global: Vec<&Plugin> = Vec::new();
-    for plugin in snapshot.plugins.iter().filter(|p| p.enabled) {
+    for plugin in snapshot.entities.plugins.iter().filter(|p| p.enabled) {
         match (plugin.route, plugin.service) {
             (Some(route), _) => by_route.entry(route.id).or_default().push(plugin),
             (None, Some(service)) => by_service.entry(service.id).or_default().push(plugin),
@@ -112,8 +119,8 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
     let mut handlers: HashMap<Uuid, Result<Arc<dyn PluginHandler>, String>> = HashMap::new();
     let mut faults = Vec::new();
     let mut targets: HashMap<Uuid, Arc<ServiceTarget>> = HashMap::new();
-    let mut specs = Vec::with_capacity(snapshot.routes.len());
-    for route in &snapshot.routes {
+    let mut specs = Vec::with_capacity(snapshot.entities.routes.len());
+    for route in &snapshot.entities.routes {
         if !served_here(route) {
             continue; // stream and gRPC routes are not served by this proxy
         }
@@ -157,13 +164,12 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         let target = Arc::new(RouteTarget {
             route_id: route.id,
             strip_path: route.strip_path,
-            path_handling: if route.path_handling == "v1" {
-                PathHandling::V1
-            } else {
-                PathHandling::V0
+            path_handling: match route.path_handling {
+                sluice_model::PathHandling::V0 => PathHandling::V0,
+                sluice_model::PathHandling::V1 => PathHandling::V1,
             },
             preserve_host: route.preserve_host,
-            https_only: !route.protocols.iter().any(|p| p == "http"),
+            https_only: !route.protocols.contains(&Protocol::Http),
             https_redirect_status_code: route.https_redirect_status_code,
             service: service_target,
             chain,
@@ -203,7 +209,10 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
 
 /// Routes this proxy serves (stream and gRPC routes are stored but not proxied here).
 fn served_here(route: &Route) -> bool {
-    route.protocols.iter().any(|p| p == "http" || p == "https")
+    route
+        .protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Http | Protocol::Https))
 }
 
 /// Builds one plugin instance; on failure, the 503 reason its routes give (and a fault).
@@ -235,7 +244,11 @@ fn spec<P>(route: &Route, payload: P) -> RouteSpec<P> {
     RouteSpec {
         id: route.id,
         created_at: route.created_at,
-        protocols: route.protocols.clone(),
+        protocols: route
+            .protocols
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
         methods: route.methods.clone().unwrap_or_default(),
         hosts: route.hosts.clone().unwrap_or_default(),
         paths: route.paths.clone().unwrap_or_default(),
@@ -257,7 +270,7 @@ impl ServiceTarget {
     fn new(service: &Service) -> Self {
         Self {
             id: service.id,
-            https: service.protocol == "https",
+            https: service.protocol == Protocol::Https,
             host: service.host.clone(),
             port: service.port,
             path: service.path.clone(),

@@ -9,7 +9,7 @@
 //! and field; so the error a user sees is the same either way.
 
 use sluice_model::diff::{Change, Op, Plan};
-use sluice_model::EntityKind;
+use sluice_model::{AnyEntity, EntityKind};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::rows::Stored;
@@ -77,30 +77,46 @@ pub(crate) async fn upsert(
     Ok(())
 }
 
-/// Deletes by id; a service still referenced by a route is refused.
-pub(crate) async fn delete(
+/// Refuses to delete services that routes still reference (Kong's foreign key from routes to
+/// services is RESTRICT). The one place this rule lives: single deletes, plan deletes and
+/// batched deletes all call it.
+pub(crate) async fn refuse_if_referenced(
     tx: &mut Transaction<'_, Sqlite>,
     kind: EntityKind,
     ids: &[String],
 ) -> Result<(), StoreError> {
+    if kind != EntityKind::Service {
+        return Ok(());
+    }
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        if kind == EntityKind::Service {
-            let mut check: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT 1 FROM routes WHERE service_id IN (");
-            let mut list = check.separated(", ");
-            for id in chunk {
-                list.push_bind(id.clone());
-            }
-            check.push(") LIMIT 1");
-            let referenced: Option<i64> =
-                check.build_query_scalar().fetch_optional(&mut **tx).await?;
-            if referenced.is_some() {
-                return Err(StoreError::Referenced {
-                    referenced_by: "routes",
-                    target: "services",
-                });
-            }
+        let mut check: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT 1 FROM routes WHERE service_id IN (");
+        let mut list = check.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
         }
+        check.push(") LIMIT 1");
+        let referenced: Option<i64> = check.build_query_scalar().fetch_optional(&mut **tx).await?;
+        if referenced.is_some() {
+            return Err(StoreError::Referenced {
+                referenced_by: "routes",
+                target: "services",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes by id (a service still referenced by a route is refused); returns how many rows
+/// went.
+pub(crate) async fn delete(
+    tx: &mut Transaction<'_, Sqlite>,
+    kind: EntityKind,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    refuse_if_referenced(tx, kind, ids).await?;
+    let mut deleted = 0;
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let mut sql: QueryBuilder<Sqlite> =
             QueryBuilder::new(format!("DELETE FROM {} WHERE id IN (", kind.collection()));
         let mut list = sql.separated(", ");
@@ -108,9 +124,9 @@ pub(crate) async fn delete(
             list.push_bind(id.clone());
         }
         sql.push(")");
-        sql.build().execute(&mut **tx).await?;
+        deleted += sql.build().execute(&mut **tx).await?.rows_affected();
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Applies a plan in batches of consecutive changes with the same operation and kind, so the
@@ -144,19 +160,21 @@ pub(crate) async fn apply_plan(
 }
 
 fn change_row(change: &Change) -> Result<Row, StoreError> {
-    fn typed<E: Stored>(change: &Change) -> Result<Row, StoreError> {
-        let value = change.new.clone().unwrap_or(serde_json::Value::Null);
-        let entity: E = serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
-            kind: change.kind,
-            id: change.id.to_string(),
-            reason: e.to_string(),
-        })?;
-        row(&entity)
+    match &change.new {
+        Some(AnyEntity::Service(e)) => row(e),
+        Some(AnyEntity::Route(e)) => row(e),
+        Some(AnyEntity::Consumer(e)) => row(e),
+        Some(AnyEntity::Plugin(e)) => row(e),
+        None => Err(missing_entity(change)),
     }
-    match change.kind {
-        EntityKind::Service => typed::<sluice_model::Service>(change),
-        EntityKind::Route => typed::<sluice_model::Route>(change),
-        EntityKind::Consumer => typed::<sluice_model::Consumer>(change),
-        EntityKind::Plugin => typed::<sluice_model::Plugin>(change),
+}
+
+/// A create or update without its entity: a plan built wrong, never user input (the Admin
+/// API refuses such a change before it reaches the store).
+pub(crate) fn missing_entity(change: &Change) -> StoreError {
+    StoreError::Corrupt {
+        kind: change.kind,
+        id: change.id.to_string(),
+        reason: "a create or update change carries no entity".to_owned(),
     }
 }

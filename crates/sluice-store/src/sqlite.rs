@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sluice_model::diff::{Change, Op, Plan};
-use sluice_model::{Entity, EntityKind};
+use sluice_model::{AnyEntity, Entities, Entity, EntityKind};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use tokio::sync::watch;
@@ -169,10 +169,12 @@ impl Store {
             .await?;
         let snapshot = Snapshot {
             version: version as u64,
-            services: all(&mut tx).await?,
-            routes: all(&mut tx).await?,
-            consumers: all(&mut tx).await?,
-            plugins: all(&mut tx).await?,
+            entities: Entities {
+                services: all(&mut tx).await?,
+                routes: all(&mut tx).await?,
+                consumers: all(&mut tx).await?,
+                plugins: all(&mut tx).await?,
+            },
         };
         tx.commit().await?;
         Ok(snapshot)
@@ -201,25 +203,7 @@ impl Store {
     /// reference is refused. Returns whether anything was deleted.
     pub async fn delete<E: Stored>(&self, id: Uuid) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
-        if E::KIND == EntityKind::Service {
-            let referenced: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM routes WHERE service_id = ? LIMIT 1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if referenced.is_some() {
-                return Err(StoreError::Referenced {
-                    referenced_by: "routes",
-                    target: "services",
-                });
-            }
-        }
-        let sql = format!("DELETE FROM {} WHERE id = ?", E::KIND.collection());
-        let deleted = sqlx::query(&sql)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let deleted = crate::bulk::delete(&mut tx, E::KIND, &[id.to_string()]).await?;
         if deleted == 0 {
             return Ok(false);
         }
@@ -366,42 +350,16 @@ async fn check_version(tx: &mut Transaction<'_, Sqlite>, expected: u64) -> Resul
 }
 
 async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), StoreError> {
-    fn entity<E: serde::de::DeserializeOwned>(change: &Change) -> Result<E, StoreError> {
-        let value = change.new.clone().unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
-            kind: change.kind,
-            id: change.id.to_string(),
-            reason: e.to_string(),
-        })
-    }
-    match change.op {
-        Op::Create | Op::Update => match change.kind {
-            EntityKind::Service => write(tx, &entity::<sluice_model::Service>(change)?).await,
-            EntityKind::Route => write(tx, &entity::<sluice_model::Route>(change)?).await,
-            EntityKind::Consumer => write(tx, &entity::<sluice_model::Consumer>(change)?).await,
-            EntityKind::Plugin => write(tx, &entity::<sluice_model::Plugin>(change)?).await,
-        },
-        Op::Delete => {
-            if change.kind == EntityKind::Service {
-                let referenced: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM routes WHERE service_id = ? LIMIT 1")
-                        .bind(change.id.to_string())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                if referenced.is_some() {
-                    return Err(StoreError::Referenced {
-                        referenced_by: "routes",
-                        target: "services",
-                    });
-                }
-            }
-            let sql = format!("DELETE FROM {} WHERE id = ?", change.kind.collection());
-            sqlx::query(&sql)
-                .bind(change.id.to_string())
-                .execute(&mut **tx)
-                .await?;
+    match (change.op, &change.new) {
+        (Op::Delete, _) => {
+            crate::bulk::delete(tx, change.kind, &[change.id.to_string()]).await?;
             Ok(())
         }
+        (_, Some(AnyEntity::Service(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::Route(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::Consumer(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::Plugin(e))) => write(tx, e).await,
+        (_, None) => Err(crate::bulk::missing_entity(change)),
     }
 }
 

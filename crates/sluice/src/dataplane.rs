@@ -38,7 +38,7 @@ async fn apply_latest(store: &Store, live: &Live) {
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let live = live.clone();
     let version = snapshot.version;
-    let routes = snapshot.routes.len();
+    let routes = snapshot.entities.routes.len();
     // Compiling 100k routes is CPU work; keep it off the async workers serving requests.
     let result = tokio::task::spawn_blocking(move || live.apply(&snapshot)).await;
     match result {

@@ -11,10 +11,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sluice_model::declarative::{self, Content, Entities, SourceFile};
 use sluice_model::diff::{self, Plan};
-use sluice_model::Schemas;
+use sluice_model::wire::{SnapshotBody, SyncRequest, SyncResponse};
+use sluice_model::{Schemas, Snapshot};
 
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8001";
 
@@ -124,17 +125,24 @@ impl Admin {
 
     /// The current config and its version.
     async fn snapshot(&self) -> anyhow::Result<(u64, Entities)> {
-        let body = self.get("/sluice/snapshot").await?;
-        let version = body["version"]
-            .as_u64()
-            .context("snapshot without a version")?;
-        let entities = Entities {
-            services: serde_json::from_value(body["services"].clone())?,
-            routes: serde_json::from_value(body["routes"].clone())?,
-            consumers: serde_json::from_value(body["consumers"].clone())?,
-            plugins: serde_json::from_value(body["plugins"].clone())?,
-        };
-        Ok((version, entities))
+        let url = format!("{}/sluice/snapshot", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Admin API at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            bail!("GET /sluice/snapshot answered {status}: {}", message(&body));
+        }
+        let body: SnapshotBody = response
+            .json()
+            .await
+            .context("reading the config snapshot")?;
+        let snapshot = Snapshot::from(body);
+        Ok((snapshot.version, snapshot.entities))
     }
 }
 
@@ -196,7 +204,10 @@ pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(
     let response = admin
         .client
         .post(format!("{}/sluice/sync", admin.base))
-        .json(&json!({ "expected_version": version, "plan": plan }))
+        .json(&SyncRequest {
+            expected_version: version,
+            plan: &plan,
+        })
         .send()
         .await;
     let response = match response {
@@ -210,18 +221,25 @@ pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(
         }
     };
     let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
+        let body: Value = response.json().await.unwrap_or(Value::Null);
         eprintln!(
             "Error: sync refused ({status}): {}; nothing was applied",
             message(&body)
         );
         return Err(Exit(1));
     }
+    let applied: SyncResponse = match response.json().await {
+        Ok(applied) => applied,
+        Err(error) => {
+            eprintln!("Error: the sync was applied but its answer was unreadable: {error}");
+            return Err(Exit(1));
+        }
+    };
     eprintln!(
         "applied in {:.2} s; config version is now {}",
         started.elapsed().as_secs_f64(),
-        body["version"]
+        applied.version
     );
     Ok(())
 }

@@ -128,10 +128,11 @@ fn check_applies(
                 }
             }
             (Op::Create | Op::Update, Some(new)) => {
-                if let Err(error) = read_back(change.kind, new) {
+                let new = to_json(new);
+                if let Err(error) = read_back(change.kind, &new) {
                     failures.push(format!("{case}: {key:?} does not read back: {error}"));
                 }
-                state.insert(key, normalized(new));
+                state.insert(key, normalized(&new));
             }
             (Op::Create | Op::Update, None) => {
                 failures.push(format!(
@@ -323,13 +324,21 @@ fn a_plan_is_json_with_lowercase_names() {
 
 #[test]
 fn colors_are_decks() {
+    let service = |port: u16| {
+        let json = serde_json::json!({
+            "id": Uuid::nil(), "created_at": 1, "updated_at": 1, "retries": 5,
+            "protocol": "http", "host": "example.com", "port": port, "connect_timeout": 60000,
+            "write_timeout": 60000, "read_timeout": 60000, "enabled": true,
+        });
+        Some(AnyEntity::from_json(EntityKind::Service, json).expect("a service"))
+    };
     let change = |op: Op, label: &str| Change {
         op,
         kind: EntityKind::Service,
         id: Uuid::nil(),
         label: label.to_owned(),
-        old: Some(serde_json::json!({ "port": 80 })),
-        new: Some(serde_json::json!({ "port": 8080 })),
+        old: service(80),
+        new: service(8080),
     };
     let plan = Plan {
         changes: vec![
