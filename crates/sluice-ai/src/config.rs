@@ -3,9 +3,11 @@
 
 use serde::Deserialize;
 
+use crate::route_type::RouteType;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AiProxyConfig {
-    pub route_type: String,
+    pub route_type: RouteType,
     #[serde(default)]
     pub auth: Option<Auth>,
     pub model: Model,

@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::config::{AiProxyConfig, UpstreamUrl};
 use crate::providers::{self, Driver};
+use crate::route_type::{Prompt, RouteType};
 use crate::sse::SseParser;
+use crate::wire::{Answer, StreamEvent, Usage};
 
 /// Kong's ai-proxy handler priority.
 const PRIORITY: i64 = 770;
@@ -42,7 +44,6 @@ pub struct AiProxy {
 pub struct Call {
     request_model: String,
     response_model: Option<String>,
-    route_type: String,
     stream: bool,
     /// We asked the upstream for the usage chunk; the client did not, so hide it.
     strip_usage_chunk: bool,
@@ -72,14 +73,34 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
+        Ok(erase(AiProxy::new(plugin)?))
+    }
+}
+
+// === impl AiProxy ===
+
+impl AiProxy {
+    /// Builds the handler from a stored plugin: every check a config must pass to run.
+    fn new(plugin: &sluice_model::Plugin) -> Result<Self, PluginBuildError> {
         let config: AiProxyConfig = typed_config(plugin)?;
-        let driver = providers::driver(&config.model.provider).ok_or_else(|| {
+        let provider = &config.model.provider;
+        let driver = providers::driver(provider).ok_or_else(|| {
+            let supported = providers::SUPPORTED.join(", ");
             PluginBuildError::at(
                 plugin,
                 "model.provider",
-                format!("provider '{}' is not supported", config.model.provider),
+                format!(
+                    "provider '{provider}' is not supported by Sluice yet (supported: {supported})"
+                ),
             )
         })?;
+        if !driver.serves(config.route_type) {
+            return Err(PluginBuildError::at(
+                plugin,
+                "route_type",
+                unsupported_route_type(config.route_type, driver.name()),
+            ));
+        }
         let upstream_url = match config
             .model
             .options
@@ -118,19 +139,14 @@ impl PluginFactory for Factory {
             },
             None => None,
         };
-        Ok(erase(AiProxy {
+        Ok(AiProxy {
             plugin_id: plugin.id,
             config,
             driver,
             upstream_url,
             auth_header,
-        }))
+        })
     }
-}
-
-// === impl AiProxy ===
-
-impl AiProxy {
     fn error(status: u16, message: &str) -> Flow {
         Flow::Respond(json_response(
             status,
@@ -162,25 +178,9 @@ impl AiProxy {
             .unwrap_or(false)
     }
 
-    /// Route types whose body is JSON we read, check and rewrite. The others (multipart
-    /// uploads, file and batch management) are passed through with auth and URL applied.
-    fn json_route(&self, method: &http::Method) -> bool {
-        let route_type = self.config.route_type.as_str();
-        match route_type {
-            "llm/v1/chat"
-            | "llm/v1/completions"
-            | "llm/v1/embeddings"
-            | "llm/v1/responses"
-            | "audio/v1/audio/speech"
-            | "image/v1/images/generations"
-            | "video/v1/videos/generations" => method == http::Method::POST,
-            _ => false,
-        }
-    }
-
     /// Points the request at the provider (or `upstream_url`) and injects the key.
     fn route_upstream(&self, request: &mut ProxyRequest, ctx: &mut RequestCtx) -> Result<(), Flow> {
-        let route_type = self.config.route_type.as_str();
+        let route_type = self.config.route_type;
         let query = request.parts.uri.query().map(str::to_owned);
         let (https, host, port, mut path_and_query) = match &self.upstream_url {
             Some(url) if !url.base_only => (
@@ -200,20 +200,18 @@ impl AiProxy {
                 {
                     // Model listing (`GET <route>/models`), served by both providers.
                     "/v1/models".to_owned()
-                } else if route_type == "preserve" {
+                } else if route_type == RouteType::Preserve {
                     ctx.path_suffix.clone()
                 } else {
+                    // The factory refused route types the driver does not serve.
                     let Some(base) = self.driver.path(route_type) else {
                         return Err(Self::error(
                             400,
-                            &format!(
-                                "route_type '{route_type}' is not supported by provider '{}'",
-                                self.driver.name()
-                            ),
+                            &unsupported_route_type(route_type, self.driver.name()),
                         ));
                     };
                     // Sub-resources (`/files/{id}`, `/batches/{id}/cancel`) follow the base.
-                    let sub = if self.json_route(&request.parts.method) {
+                    let sub = if self.config.route_type.reads_json(&request.parts.method) {
                         ""
                     } else {
                         suffix
@@ -269,7 +267,8 @@ impl AiProxy {
                 request.parts.headers.insert(name.clone(), value.clone());
             }
         }
-        if route_type == "llm/v1/assistants" && !request.parts.headers.contains_key("openai-beta") {
+        if route_type.needs_assistants_beta() && !request.parts.headers.contains_key("openai-beta")
+        {
             request
                 .parts
                 .headers
@@ -298,7 +297,7 @@ impl AiProxy {
 
     /// Kong's request checks and transforms for JSON route types. Returns the rewritten body.
     fn transform(&self, body: &mut Value, call: &mut Call) -> Result<(), Flow> {
-        let route_type = self.config.route_type.as_str();
+        let route_type = self.config.route_type;
         let Some(object) = body.as_object_mut() else {
             return Err(Self::error(
                 400,
@@ -311,49 +310,24 @@ impl AiProxy {
             .and_then(Value::as_array)
             .is_some_and(|m| !m.is_empty());
         let has_prompt = object.get("prompt").is_some_and(Value::is_string);
-        match route_type {
-            "llm/v1/chat" => {
-                if !has_messages && has_prompt {
-                    return Err(Self::error(
-                        400,
-                        "[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type",
-                    ));
-                }
-                if !has_messages {
-                    return Err(Self::error(
-                        400,
-                        "request body doesn't contain valid prompts",
-                    ));
-                }
+        let has_input = object.get("input").is_some_and(|i| !i.is_null());
+        match route_type.prompt() {
+            // A completions body on a chat route, and the other way round, get Kong's
+            // "not compatible" message rather than the generic one.
+            Some(Prompt::Messages) if !has_messages && has_prompt => {
+                return Err(Self::error(
+                    400,
+                    &incompatible(RouteType::Completions, route_type),
+                ));
             }
-            "llm/v1/completions" => {
-                if has_messages && !has_prompt {
-                    return Err(Self::error(
-                        400,
-                        "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type",
-                    ));
-                }
-                if !has_prompt {
-                    return Err(Self::error(
-                        400,
-                        "request body doesn't contain valid prompts",
-                    ));
-                }
-            }
-            "llm/v1/embeddings" | "llm/v1/responses" | "audio/v1/audio/speech"
-                if object.get("input").is_none_or(Value::is_null) =>
+            Some(Prompt::Text)
+                if route_type == RouteType::Completions && has_messages && !has_prompt =>
             {
-                return Err(Self::error(
-                    400,
-                    "request body doesn't contain valid prompts",
-                ));
+                return Err(Self::error(400, &incompatible(RouteType::Chat, route_type)));
             }
-            "image/v1/images/generations" | "video/v1/videos/generations" if !has_prompt => {
-                return Err(Self::error(
-                    400,
-                    "request body doesn't contain valid prompts",
-                ));
-            }
+            Some(Prompt::Messages) if !has_messages => return Err(no_prompts()),
+            Some(Prompt::Text) if !has_prompt => return Err(no_prompts()),
+            Some(Prompt::Input) if !has_input => return Err(no_prompts()),
             _ => {}
         }
 
@@ -383,10 +357,7 @@ impl AiProxy {
         call.request_model = model;
 
         // Streaming rules.
-        let streams = matches!(
-            route_type,
-            "llm/v1/chat" | "llm/v1/completions" | "llm/v1/responses"
-        );
+        let streams = route_type.streams();
         let asked = object
             .get("stream")
             .and_then(Value::as_bool)
@@ -405,7 +376,7 @@ impl AiProxy {
         call.stream = stream;
 
         // Exact usage while streaming: ask for the usage chunk, hide it if the client did not.
-        if stream && route_type != "llm/v1/responses" {
+        if stream && route_type.usage_needs_asking() {
             let options = object
                 .entry("stream_options")
                 .or_insert_with(|| Value::Object(Map::new()));
@@ -422,25 +393,21 @@ impl AiProxy {
         }
 
         // Config options fill what the request leaves out.
-        if let Some(options) = &self.config.model.options {
-            if matches!(
-                route_type,
-                "llm/v1/chat" | "llm/v1/completions" | "llm/v1/responses"
-            ) {
-                let fill = |object: &mut Map<String, Value>, key: &str, value: Option<Value>| {
-                    if let Some(value) = value {
-                        object.entry(key.to_owned()).or_insert(value);
-                    }
-                };
-                let max_tokens_key = if route_type == "llm/v1/responses" {
-                    "max_output_tokens"
-                } else {
-                    "max_tokens"
-                };
-                fill(object, max_tokens_key, options.max_tokens.map(Value::from));
-                fill(object, "temperature", options.temperature.map(Value::from));
-                fill(object, "top_p", options.top_p.map(Value::from));
-            }
+        if let (Some(options), Some(max_tokens_field)) =
+            (&self.config.model.options, route_type.max_tokens_field())
+        {
+            let fill = |object: &mut Map<String, Value>, key: &str, value: Option<Value>| {
+                if let Some(value) = value {
+                    object.entry(key.to_owned()).or_insert(value);
+                }
+            };
+            fill(
+                object,
+                max_tokens_field,
+                options.max_tokens.map(Value::from),
+            );
+            fill(object, "temperature", options.temperature.map(Value::from));
+            fill(object, "top_p", options.top_p.map(Value::from));
         }
         object.remove("top_k"); // OpenAI-format providers refuse it (Kong deletes it too)
 
@@ -462,25 +429,19 @@ impl AiProxy {
             }
         }
 
-        self.driver.transform_request(route_type, body);
-        call.expect_key = match route_type {
-            "llm/v1/chat" | "llm/v1/completions" => Some("choices"),
-            "llm/v1/embeddings" | "image/v1/images/generations" => Some("data"),
-            "llm/v1/responses" => Some("output"),
-            _ => None,
-        };
+        self.driver.transform_request(route_type, object);
+        call.expect_key = route_type.expects();
         Ok(())
     }
 
-    fn record_usage(&self, call: &mut Call, usage: &Value) {
-        let get = |key: &str| usage.get(key).and_then(Value::as_u64);
-        if let Some(prompt) = get("prompt_tokens").or_else(|| get("input_tokens")) {
+    fn record_usage(&self, call: &mut Call, usage: &Usage) {
+        if let Some(prompt) = usage.prompt() {
             call.prompt_tokens = Some(prompt);
         }
-        if let Some(completion) = get("completion_tokens").or_else(|| get("output_tokens")) {
+        if let Some(completion) = usage.completion() {
             call.completion_tokens = Some(completion);
         }
-        if let Some(total) = get("total_tokens") {
+        if let Some(total) = usage.total() {
             call.total_tokens = Some(total);
         }
     }
@@ -490,48 +451,61 @@ impl AiProxy {
         if data == "[DONE]" {
             return true;
         }
-        let Ok(event) = serde_json::from_str::<Value>(data) else {
-            return true; // not JSON: pass it on untouched
+        let Ok(event) = serde_json::from_str::<StreamEvent>(data) else {
+            return true; // not JSON (or not an object): pass it on untouched
         };
         if call.first_token.is_none() {
             call.first_token = call.sent_at.map(|t| t.elapsed());
         }
-        if let Some(model) = event.get("model").and_then(Value::as_str) {
-            call.response_model = Some(model.to_owned());
+        if let Some(model) = event.model {
+            call.response_model = Some(model);
         }
         // Responses API: usage arrives in `response.completed`.
-        let kind = name.or_else(|| event.get("type").and_then(Value::as_str));
+        let kind = name.or(event.kind.as_deref());
         if kind == Some("response.completed") {
-            if let Some(response) = event.get("response") {
-                if let Some(model) = response.get("model").and_then(Value::as_str) {
-                    call.response_model = Some(model.to_owned());
+            if let Some(response) = event.response {
+                if let Some(model) = response.model {
+                    call.response_model = Some(model);
                 }
-                if let Some(usage) = response.get("usage") {
+                if let Some(usage) = &response.usage {
                     self.record_usage(call, usage);
                 }
             }
             return true;
         }
-        if let Some(usage) = event.get("usage").filter(|u| u.is_object()) {
+        if let Some(usage) = &event.usage {
             self.record_usage(call, usage);
-            let choices_empty = event
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
+            let choices_empty = event.choices.as_ref().is_some_and(Vec::is_empty);
             if call.strip_usage_chunk && choices_empty {
                 return false; // the extra chunk we asked for
             }
         }
         if self.log_payloads() {
-            if let Some(text) = event
-                .pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-            {
+            let delta = event
+                .choices
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|c| c.delta.as_ref())
+                .and_then(|d| d.content.as_deref());
+            if let Some(text) = delta {
                 call.response_payload.extend_from_slice(text.as_bytes());
             }
         }
         true
     }
+}
+
+/// Kong's message for a body in another route type's format.
+fn incompatible(body_format: RouteType, route_type: RouteType) -> String {
+    format!("[{body_format}] message format is not compatible with [{route_type}] route type")
+}
+
+fn no_prompts() -> Flow {
+    AiProxy::error(400, "request body doesn't contain valid prompts")
+}
+
+fn unsupported_route_type(route_type: RouteType, provider: &str) -> String {
+    format!("route_type '{route_type}' is not supported by provider '{provider}'")
 }
 
 fn encode(value: &str) -> String {
@@ -566,11 +540,10 @@ impl Plugin for AiProxy {
         state: &mut Option<Call>,
     ) -> Flow {
         let mut call = Call {
-            route_type: self.config.route_type.clone(),
             request_model: self.config.model.name.clone().unwrap_or_default(),
             ..Call::default()
         };
-        if self.json_route(&request.parts.method) {
+        if self.config.route_type.reads_json(&request.parts.method) {
             let limit = match self.config.max_request_body_size.unwrap_or(1_048_576) {
                 0 => UNLIMITED_BODY,
                 n => usize::try_from(n).unwrap_or(UNLIMITED_BODY),
@@ -647,15 +620,15 @@ impl Plugin for AiProxy {
             }
             return body;
         }
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let parsed: Option<Answer> = serde_json::from_slice(&body).ok();
         let key = call.expect_key.unwrap_or("choices");
-        match parsed.as_ref().filter(|v| v.get(key).is_some()) {
-            Some(value) => {
-                if let Some(usage) = value.get("usage") {
+        match parsed.filter(|answer| answer.has(key)) {
+            Some(answer) => {
+                if let Some(usage) = &answer.usage {
                     self.record_usage(call, usage);
                 }
-                if let Some(model) = value.get("model").and_then(Value::as_str) {
-                    call.response_model = Some(model.to_owned());
+                if let Some(model) = answer.model {
+                    call.response_model = Some(model);
                 }
                 if self.log_payloads() {
                     call.response_payload = body.to_vec();
@@ -670,11 +643,11 @@ impl Plugin for AiProxy {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
+                let route_type = self.config.route_type;
                 let message = format!(
-                    "transformation failed from type {}://{}: '{key}' not in {} response",
+                    "transformation failed from type {}://{route_type}: '{key}' not in \
+                     {route_type} response",
                     self.driver.name(),
-                    call.route_type,
-                    call.route_type
                 );
                 Bytes::from(json!({"error": {"message": message}}).to_string())
             }
@@ -713,7 +686,7 @@ impl Plugin for AiProxy {
             // An error on a streamed or pass-through route (buffered ones were translated
             // already): translate it in the body phase.
             let buffered = !call.stream && call.expect_key.is_some();
-            call.translate_error = !buffered && self.driver.name() == "xai";
+            call.translate_error = !buffered && self.driver.translates_errors();
         }
     }
 
@@ -806,7 +779,7 @@ impl Plugin for AiProxy {
                 "response_model": call.response_model.as_deref().unwrap_or(&call.request_model),
                 "llm_latency": latency_ms,
                 "time_to_first_token": call.first_token.map_or(0, |d| d.as_millis() as u64),
-                "route_type": call.route_type,
+                "route_type": self.config.route_type.as_str(),
                 "status": call.status,
                 "stream": call.stream,
                 "request_id": ctx.request_id,
@@ -830,3 +803,6 @@ impl Plugin for AiProxy {
         tracing::info!(target: "sluice::ai", ai = %record, "ai-proxy request");
     }
 }
+
+#[cfg(test)]
+mod tests;

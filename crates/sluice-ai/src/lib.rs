@@ -11,7 +11,9 @@
 pub mod config;
 pub mod handler;
 pub mod providers;
+pub mod route_type;
 pub mod sse;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-use super::{openai_path, Driver};
+use super::Driver;
+use crate::route_type::RouteType;
 
 /// OpenAI: every route type of its seed page.
 pub struct OpenAi;
@@ -12,7 +13,8 @@ impl Driver for OpenAi {
         (true, "api.openai.com", 443)
     }
 
-    fn path(&self, route_type: &str) -> Option<&'static str> {
-        openai_path(route_type)
+    fn serves(&self, route_type: RouteType) -> bool {
+        // Realtime is a WebSocket; this gateway does not proxy it yet.
+        route_type != RouteType::Realtime
     }
 }

@@ -2,9 +2,10 @@
 //! `001_362dd673d0b225e1.txt`): some OpenAI fields are refused, `reasoning_effort` only works
 //! on models that reason, images take no quality/size/style, and errors come flat.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::{openai_path, Driver};
+use super::Driver;
+use crate::route_type::RouteType;
 
 pub struct Xai;
 
@@ -22,20 +23,18 @@ impl Driver for Xai {
         (true, "api.x.ai", 443)
     }
 
-    fn path(&self, route_type: &str) -> Option<&'static str> {
-        match route_type {
-            "llm/v1/chat"
-            | "llm/v1/completions"
-            | "llm/v1/responses"
-            | "image/v1/images/generations" => openai_path(route_type),
-            _ => None,
-        }
+    fn serves(&self, route_type: RouteType) -> bool {
+        matches!(
+            route_type,
+            RouteType::Chat
+                | RouteType::Completions
+                | RouteType::Responses
+                | RouteType::ImageGenerations
+                | RouteType::Preserve
+        )
     }
 
-    fn transform_request(&self, route_type: &str, body: &mut Value) {
-        let Some(object) = body.as_object_mut() else {
-            return;
-        };
+    fn transform_request(&self, route_type: RouteType, object: &mut Map<String, Value>) {
         for field in DROPPED {
             object.remove(field);
         }
@@ -43,11 +42,15 @@ impl Driver for Xai {
         if !reasons(model) {
             object.remove("reasoning_effort");
         }
-        if route_type == "image/v1/images/generations" {
+        if route_type == RouteType::ImageGenerations {
             for field in DROPPED_IMAGE {
                 object.remove(field);
             }
         }
+    }
+
+    fn translates_errors(&self) -> bool {
+        true // xAI answers errors flat: {"code": ..., "error": "message"}
     }
 
     fn translate_error(&self, status: u16, body: &[u8]) -> Option<Vec<u8>> {
@@ -79,23 +82,52 @@ fn reasons(model: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn transform(route_type: RouteType, body: &mut Value) {
+        Xai.transform_request(route_type, body.as_object_mut().expect("an object"));
+    }
+
+    #[test]
+    fn serves_what_its_docs_list() {
+        let served: Vec<RouteType> = RouteType::ALL
+            .into_iter()
+            .filter(|r| Xai.serves(*r))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                RouteType::Chat,
+                RouteType::Completions,
+                RouteType::Responses,
+                RouteType::ImageGenerations,
+                RouteType::Preserve
+            ]
+        );
+        assert_eq!(Xai.path(RouteType::Chat), Some("/v1/chat/completions"));
+        assert_eq!(Xai.path(RouteType::Embeddings), None);
+        assert_eq!(
+            Xai.path(RouteType::Preserve),
+            None,
+            "preserve keeps the client's path"
+        );
+    }
+
     #[test]
     fn drops_what_xai_refuses() {
         let mut body = json!({"model": "grok-4", "messages": [], "store": true, "service_tier": "x",
             "prompt_cache_key": "k", "verbosity": "low", "reasoning_effort": "high", "temperature": 1});
-        Xai.transform_request("llm/v1/chat", &mut body);
+        transform(RouteType::Chat, &mut body);
         assert_eq!(
             body,
             json!({"model": "grok-4", "messages": [], "temperature": 1})
         );
         let mut body = json!({"model": "grok-3-mini", "reasoning_effort": "high"});
-        Xai.transform_request("llm/v1/chat", &mut body);
+        transform(RouteType::Chat, &mut body);
         assert_eq!(
             body["reasoning_effort"], "high",
             "kept where the model reasons"
         );
         let mut body = json!({"model": "grok-2-image", "prompt": "p", "quality": "hd", "size": "1024x1024", "style": "vivid", "n": 1});
-        Xai.transform_request("image/v1/images/generations", &mut body);
+        transform(RouteType::ImageGenerations, &mut body);
         assert_eq!(
             body,
             json!({"model": "grok-2-image", "prompt": "p", "n": 1})
