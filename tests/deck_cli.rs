@@ -287,11 +287,29 @@ async fn a_refused_or_interrupted_sync_leaves_the_store_exactly_as_it_was() {
         {"op": "create", "kind": "service", "id": service("cut")["id"], "label": "cut", "old": null, "new": service("cut")},
     ]}})
     .to_string();
+    let requests_before = node.get("/status").await.1["server"]["total_requests"]
+        .as_u64()
+        .unwrap();
     let addr = node.admin.trim_start_matches("http://").to_owned();
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     write!(stream, "POST /sluice/sync HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}", plan.len(), &plan[..plan.len() / 2]).unwrap();
     drop(stream);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Wait until the Admin API has finished with the cut request: it counted it, and no
+    // request but this poll is active.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut polls = 0;
+    loop {
+        let (_, status) = node.get("/status").await;
+        polls += 1;
+        let server = &status["server"];
+        // Each poll counts itself; beyond those, the total must include the cut request.
+        let counted = server["total_requests"].as_u64().unwrap() - polls > requests_before;
+        if counted && server["connections_active"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(state(&node).await, before);
 
     // A concurrent Admin API write between diff and sync is caught by the CLI too: the

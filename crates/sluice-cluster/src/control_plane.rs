@@ -79,6 +79,9 @@ pub struct DataPlaneStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     nodes: Arc<Mutex<HashMap<String, DataPlaneStatus>>>,
+    /// Connections refused at the TLS handshake (wrong or missing certificate, timeout):
+    /// they never reach the registry as nodes, but an operator (and a test) can see them.
+    refused_handshakes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A snapshot encoded once for all data planes.
@@ -249,10 +252,12 @@ async fn handle_connection(
             Ok(Ok(stream)) => serve_data_plane(stream, peer, shared).await,
             Ok(Err(error)) => {
                 log_handshake_failure(peer, &error);
+                shared.registry.refused_handshake();
                 return;
             }
             Err(_) => {
                 tracing::warn!(%peer, "cluster TLS handshake timed out");
+                shared.registry.refused_handshake();
                 return;
             }
         },
@@ -510,6 +515,17 @@ impl Registry {
         let mut nodes = self.lock();
         nodes.retain(|_, node| node.last_seen >= cutoff);
         nodes.insert(status.id.clone(), status);
+    }
+
+    /// How many connections were refused at the TLS handshake since the listener started.
+    pub fn refused_handshakes(&self) -> u64 {
+        self.refused_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn refused_handshake(&self) {
+        self.refused_handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records a ping.

@@ -451,7 +451,11 @@ async fn data_plane_follows_the_control_plane_over_mtls() {
         intruder_cache.clone(),
         "dp-intruder",
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The control plane refusing its handshake is the signal: after it, nothing can arrive.
+    wait_until("the intruder's handshake is refused", || {
+        control_plane.registry.refused_handshakes() > 0
+    })
+    .await;
     assert!(intruder.applied.lock().unwrap().is_empty());
     assert!(!intruder_cache.exists());
     assert!(control_plane
