@@ -292,3 +292,6 @@ fn insert_headers(
         headers.insert("ratelimit-reset", HeaderValue::from(reset));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,3 +51,6 @@ pub struct Page<E> {
     /// Present when there is a next page.
     pub offset: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;
