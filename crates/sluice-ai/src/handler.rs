@@ -8,12 +8,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sluice_plugin::{
-    erase, json_response, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory,
-    PluginHandler, ProxyRequest, RequestCtx, Upstream,
+    erase, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
+    ProxyRequest, RequestCtx, Upstream,
 };
 use uuid::Uuid;
 
 use crate::config::{AiProxyConfig, UpstreamUrl};
+use crate::error::RequestError;
 use crate::providers::{self, Driver};
 use crate::route_type::{Prompt, RouteType};
 use crate::sse::SseParser;
@@ -98,7 +99,10 @@ impl AiProxy {
             return Err(PluginBuildError::at(
                 plugin,
                 "route_type",
-                unsupported_route_type(config.route_type, driver.name()),
+                RequestError::UnsupportedRouteType {
+                    route_type: config.route_type,
+                    provider: driver.name(),
+                },
             ));
         }
         let upstream_url = match config
@@ -147,13 +151,6 @@ impl AiProxy {
             auth_header,
         })
     }
-    fn error(status: u16, message: &str) -> Flow {
-        Flow::Respond(json_response(
-            status,
-            &json!({"error": {"message": message}}),
-        ))
-    }
-
     fn allow_override(&self) -> bool {
         self.config
             .auth
@@ -205,10 +202,11 @@ impl AiProxy {
                 } else {
                     // The factory refused route types the driver does not serve.
                     let Some(base) = self.driver.path(route_type) else {
-                        return Err(Self::error(
-                            400,
-                            &unsupported_route_type(route_type, self.driver.name()),
-                        ));
+                        return Err(RequestError::UnsupportedRouteType {
+                            route_type,
+                            provider: self.driver.name(),
+                        }
+                        .into());
                     };
                     // Sub-resources (`/files/{id}`, `/batches/{id}/cancel`) follow the base.
                     let sub = if self.config.route_type.reads_json(&request.parts.method) {
@@ -296,13 +294,10 @@ impl AiProxy {
     }
 
     /// Kong's request checks and transforms for JSON route types. Returns the rewritten body.
-    fn transform(&self, body: &mut Value, call: &mut Call) -> Result<(), Flow> {
+    fn transform(&self, body: &mut Value, call: &mut Call) -> Result<(), RequestError> {
         let route_type = self.config.route_type;
         let Some(object) = body.as_object_mut() else {
-            return Err(Self::error(
-                400,
-                "content-type header does not match request body, or bad JSON formatting",
-            ));
+            return Err(RequestError::BadJson);
         };
         // Body validation per route type.
         let has_messages = object
@@ -315,19 +310,22 @@ impl AiProxy {
             // A completions body on a chat route, and the other way round, get Kong's
             // "not compatible" message rather than the generic one.
             Some(Prompt::Messages) if !has_messages && has_prompt => {
-                return Err(Self::error(
-                    400,
-                    &incompatible(RouteType::Completions, route_type),
-                ));
+                return Err(RequestError::Incompatible {
+                    body: RouteType::Completions,
+                    route_type,
+                });
             }
             Some(Prompt::Text)
                 if route_type == RouteType::Completions && has_messages && !has_prompt =>
             {
-                return Err(Self::error(400, &incompatible(RouteType::Chat, route_type)));
+                return Err(RequestError::Incompatible {
+                    body: RouteType::Chat,
+                    route_type,
+                });
             }
-            Some(Prompt::Messages) if !has_messages => return Err(no_prompts()),
-            Some(Prompt::Text) if !has_prompt => return Err(no_prompts()),
-            Some(Prompt::Input) if !has_input => return Err(no_prompts()),
+            Some(Prompt::Messages) if !has_messages => return Err(RequestError::NoPrompts),
+            Some(Prompt::Text) if !has_prompt => return Err(RequestError::NoPrompts),
+            Some(Prompt::Input) if !has_input => return Err(RequestError::NoPrompts),
             _ => {}
         }
 
@@ -339,18 +337,14 @@ impl AiProxy {
             .map(str::to_owned);
         let model = match (&self.config.model.name, requested) {
             (Some(configured), Some(requested)) if *configured != requested => {
-                return Err(Self::error(
-                    400,
-                    &format!("cannot use own model - must be: {configured}"),
-                ));
+                return Err(RequestError::OwnModel {
+                    configured: configured.clone(),
+                });
             }
             (Some(configured), _) => configured.clone(),
             (None, Some(requested)) => requested,
             (None, None) => {
-                return Err(Self::error(
-                    400,
-                    "model parameter not found in request, nor in gateway configuration",
-                ));
+                return Err(RequestError::NoModel);
             }
         };
         object.insert("model".to_owned(), Value::from(model.clone()));
@@ -365,10 +359,7 @@ impl AiProxy {
         let mode = self.config.response_streaming.as_deref().unwrap_or("allow");
         let stream = streams && (asked || mode == "always");
         if stream && mode == "deny" {
-            return Err(Self::error(
-                400,
-                "response streaming is not enabled for this LLM",
-            ));
+            return Err(RequestError::StreamingDenied);
         }
         if stream {
             object.insert("stream".to_owned(), Value::Bool(true));
@@ -495,19 +486,6 @@ impl AiProxy {
     }
 }
 
-/// Kong's message for a body in another route type's format.
-fn incompatible(body_format: RouteType, route_type: RouteType) -> String {
-    format!("[{body_format}] message format is not compatible with [{route_type}] route type")
-}
-
-fn no_prompts() -> Flow {
-    AiProxy::error(400, "request body doesn't contain valid prompts")
-}
-
-fn unsupported_route_type(route_type: RouteType, provider: &str) -> String {
-    format!("route_type '{route_type}' is not supported by provider '{provider}'")
-}
-
 fn encode(value: &str) -> String {
     value
         .bytes()
@@ -551,29 +529,15 @@ impl Plugin for AiProxy {
             let bytes = match request.buffer(limit).await {
                 Ok(bytes) => bytes,
                 Err(BodyError::TooLarge { limit }) => {
-                    return Flow::Respond(json_response(
-                        413,
-                        &json!({"error": {
-                            "message": format!("request body is larger than the {limit}-byte limit (config.max_request_body_size)"),
-                            "type": "invalid_request_error",
-                            "code": "request_too_large",
-                        }}),
-                    ));
+                    return RequestError::TooLarge { limit }.into();
                 }
-                Err(BodyError::Read(_)) => {
-                    return Self::error(400, "the request body could not be read");
-                }
+                Err(BodyError::Read(_)) => return RequestError::Unreadable.into(),
             };
-            let mut body: Value =
-                match serde_json::from_slice(&bytes) {
-                    Ok(body) => body,
-                    Err(_) => return Self::error(
-                        400,
-                        "content-type header does not match request body, or bad JSON formatting",
-                    ),
-                };
-            if let Err(flow) = self.transform(&mut body, &mut call) {
-                return flow;
+            let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
+                return RequestError::BadJson.into();
+            };
+            if let Err(error) = self.transform(&mut body, &mut call) {
+                return error.into();
             }
             request.set_body(Bytes::from(body.to_string()));
             request.parts.headers.insert(

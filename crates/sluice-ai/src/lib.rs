@@ -9,6 +9,7 @@
 //! - [`sse`]: incremental, zero-copy SSE framing.
 
 pub mod config;
+pub mod error;
 pub mod handler;
 pub mod providers;
 pub mod route_type;

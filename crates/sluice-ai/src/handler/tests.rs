@@ -185,15 +185,15 @@ fn the_request_transform_follows_kongs_rules() {
                 assert_eq!(call.request_model, sent["model"].as_str().unwrap());
                 assert_eq!(call.expect_key, proxy.config.route_type.expects());
             }
-            (Err(flow), Err((status, message))) => {
+            (Err(error), Err((status, message))) => {
                 assert_eq!(
-                    refusal(flow),
+                    refusal(error.into()),
                     (status, message.to_owned()),
                     "{config} {body}"
                 );
             }
             (Ok(()), Err(wanted)) => panic!("{config} {body}: passed, wanted {wanted:?}"),
-            (Err(flow), Ok(_)) => panic!("{config} {body}: refused with {:?}", refusal(flow)),
+            (Err(error), Ok(_)) => panic!("{config} {body}: refused with {error}"),
         }
     }
 }

@@ -1,0 +1,66 @@
+//! Why ai-proxy answers a request itself instead of forwarding it: each variant's text is
+//! Kong's (kong-ai.md §2), and each knows its status. One type, so a message is written once.
+
+use serde_json::json;
+use sluice_plugin::{json_response, Flow};
+
+use crate::route_type::RouteType;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("content-type header does not match request body, or bad JSON formatting")]
+    BadJson,
+    #[error("the request body could not be read")]
+    Unreadable,
+    #[error("request body is larger than the {limit}-byte limit (config.max_request_body_size)")]
+    TooLarge { limit: usize },
+    /// A body in another route type's format (chat messages on a completions route, ...).
+    #[error("[{body}] message format is not compatible with [{route_type}] route type")]
+    Incompatible {
+        body: RouteType,
+        route_type: RouteType,
+    },
+    #[error("request body doesn't contain valid prompts")]
+    NoPrompts,
+    #[error("cannot use own model - must be: {configured}")]
+    OwnModel { configured: String },
+    #[error("model parameter not found in request, nor in gateway configuration")]
+    NoModel,
+    #[error("response streaming is not enabled for this LLM")]
+    StreamingDenied,
+    #[error("route_type '{route_type}' is not supported by provider '{provider}'")]
+    UnsupportedRouteType {
+        route_type: RouteType,
+        provider: &'static str,
+    },
+}
+
+// === impl RequestError ===
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::TooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+
+    /// The answer, in the `{"error": {...}}` shape OpenAI SDKs read.
+    pub fn into_flow(self) -> Flow {
+        let body = match &self {
+            RequestError::TooLarge { .. } => json!({"error": {
+                "message": self.to_string(),
+                "type": "invalid_request_error",
+                "code": "request_too_large",
+            }}),
+            _ => json!({"error": {"message": self.to_string()}}),
+        };
+        Flow::Respond(json_response(self.status(), &body))
+    }
+}
+
+impl From<RequestError> for Flow {
+    fn from(error: RequestError) -> Self {
+        error.into_flow()
+    }
+}
