@@ -122,6 +122,18 @@ def run_wrk(url, connections, duration, threads=1):
     return parse_wrk(out)
 
 
+def one_route(admin, up_port):
+    """The benchmark's service and catch-all route on the node at `admin`."""
+    req = urllib.request.Request(f"{admin}/services", method="POST",
+                                 data=json.dumps({"name": "bench", "url": f"http://127.0.0.1:{up_port}"}).encode(),
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+    req = urllib.request.Request(f"{admin}/services/bench/routes", method="POST",
+                                 data=json.dumps({"name": "bench", "paths": ["/"]}).encode(),
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req).read()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -131,6 +143,8 @@ def main():
                     help="name=path: also load Sluice at this path (routes set up by --setup)")
     ap.add_argument("--setup", help="python file defining setup(admin_url, upstream_port)")
     ap.add_argument("--upstream-port", type=int, help="use this upstream instead of nginx's")
+    ap.add_argument("--baseline", help="another sluice binary (an earlier build) to load side by "
+                                       "side, as target 'sluice-baseline', with the same route")
     args = ap.parse_args()
 
     ensure_tools()
@@ -158,14 +172,18 @@ def main():
         procs.append(sl)
         admin = f"http://127.0.0.1:{admin_port}"
         wait_http(f"{admin}/status")
-        req = urllib.request.Request(f"{admin}/services", method="POST",
-                                     data=json.dumps({"name": "bench", "url": f"http://127.0.0.1:{up_port}"}).encode(),
-                                     headers={"content-type": "application/json"})
-        urllib.request.urlopen(req).read()
-        req = urllib.request.Request(f"{admin}/services/bench/routes", method="POST",
-                                     data=json.dumps({"name": "bench", "paths": ["/"]}).encode(),
-                                     headers={"content-type": "application/json"})
-        urllib.request.urlopen(req).read()
+        one_route(admin, up_port)
+        baseline = None
+        if args.baseline:
+            base_admin, base_proxy = free_port(), free_port()
+            baseline = subprocess.Popen([args.baseline, "start", "--database", f"sqlite://{work}/baseline.db",
+                                         "--admin-listen", f"127.0.0.1:{base_admin}",
+                                         "--proxy-listen", f"127.0.0.1:{base_proxy}", "--log-level", "warn"],
+                                        stdout=subprocess.DEVNULL, start_new_session=True)
+            procs.append(baseline)
+            wait_http(f"http://127.0.0.1:{base_admin}/status")
+            one_route(f"http://127.0.0.1:{base_admin}", up_port)
+            wait_http(f"http://127.0.0.1:{base_proxy}/")
         if args.setup:
             scope = {}
             exec(open(args.setup).read(), scope)  # noqa: S102 - our own setup file
@@ -179,6 +197,8 @@ def main():
             "nginx": (f"http://127.0.0.1:{ngx_port}/", nginx.pid),
             "sluice": (f"http://127.0.0.1:{proxy_port}/", sl.pid),
         }
+        if baseline:
+            targets["sluice-baseline"] = (f"http://127.0.0.1:{base_proxy}/", baseline.pid)
         for extra in args.extra_target:
             name, path = extra.split("=", 1)
             targets[name] = (f"http://127.0.0.1:{proxy_port}{path}", sl.pid)

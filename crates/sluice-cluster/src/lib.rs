@@ -4,7 +4,9 @@
 //! The shape follows Kong's protocol v1 (`kong-core.md` §5): the DP dials the CP's cluster
 //! listener (`wss://cp:8005/v1/outlet?node_id=…`) over mTLS in Kong's `shared` mode (both sides
 //! hold the same certificate, SNI `kong_clustering`), introduces itself with `basic_info`, and the
-//! CP pushes the **full** config on connect and on every change. The DP pings every 30 s with the
+//! CP pushes the full config on connect. On every change after that, a DP known to serve the
+//! previous config gets only a `delta` (what changed), and any other DP the full config
+//! again (see [`message`]). The DP pings every 30 s with the
 //! hash of the config it runs; the CP answers and records it for `GET /clustering/data-planes`.
 //! It is not wire-compatible with Kong's nodes: the frames carry Sluice's own [`Snapshot`].
 //!

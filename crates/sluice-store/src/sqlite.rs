@@ -61,7 +61,8 @@ impl Store {
         })
     }
 
-    /// Applies pending migrations and returns the applied versions (for `sluice migrations`).
+    /// Every migration this build knows, with its description and whether the database has
+    /// it applied (for `sluice migrations status`; [`Store::open`] already applied them).
     pub async fn migration_status(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
