@@ -426,6 +426,36 @@ async fn model_rules(provider: &str) {
     );
 }
 
+/// Fields the gateway reads with the wrong type are a 400 before anything goes upstream (the
+/// attack run's `"stream": "yes"` was a 500 "transformation failed").
+async fn mistyped_fields(provider: &str) {
+    let s = setup(provider, "llm/v1/chat", json!({})).await;
+    s.mock.clear(); // the setup's readiness probe went through
+    let cases = [
+        (
+            json!({"stream": "yes", "messages": [{"role": "user", "content": "x"}]}),
+            "stream",
+        ),
+        (
+            json!({"model": ["a"], "messages": [{"role": "user", "content": "x"}]}),
+            "model",
+        ),
+        (
+            json!({"messages": [{"content": "no role"}]}),
+            "messages[0].role",
+        ),
+        (json!({"messages": ["x"]}), "messages[0]"),
+    ];
+    for (body, field) in cases {
+        let response = post(&s, "/ai", body.clone()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("'{field}'")), "{body}: {answer}");
+    }
+    assert!(s.mock.requests().is_empty(), "nothing reached the provider");
+}
+
 async fn auth_rules(provider: &str) {
     let s = setup(provider, "llm/v1/chat", json!({})).await;
     let chat = json!({"messages": [{"role": "user", "content": "x"}]});
@@ -672,9 +702,11 @@ macro_rules! provider_tests {
 }
 
 provider_tests!(openai: chat, chat_tools, chat_streaming, completions, responses, image_generation,
-    model_rules, auth_rules, error_paths, first_token_is_not_held_back, full_upstream_url_is_used_whole);
+    model_rules, mistyped_fields, auth_rules, error_paths, first_token_is_not_held_back,
+    full_upstream_url_is_used_whole);
 provider_tests!(xai: chat, chat_tools, chat_streaming, completions, responses, image_generation,
-    model_rules, auth_rules, error_paths, first_token_is_not_held_back, full_upstream_url_is_used_whole);
+    model_rules, mistyped_fields, auth_rules, error_paths, first_token_is_not_held_back,
+    full_upstream_url_is_used_whole);
 
 // === OpenAI-only route types ===
 

@@ -52,10 +52,27 @@ pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
     )))
 }
 
+/// Most arguments a form body may have: nginx's `lua_max_post_args` default, past which Kong
+/// answers `Too many arguments`.
+pub const MAX_FORM_ARGS: usize = 1000;
+
+/// Deepest dotted form key (`config.a.b...`). Kong's deepest plugin configs nest a handful of
+/// levels; a bound keeps a hostile key from building a value too deep to handle.
+pub const MAX_FORM_DEPTH: usize = 32;
+
 /// `a.b=1&c[]=x&c[]=y&d=1&d=2` → `{"a":{"b":"1"},"c":["x","y"],"d":["1","2"]}`.
 fn parse_form(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let mut root = Map::new();
-    for (key, value) in form_urlencoded::parse(bytes) {
+    for (index, (key, value)) in form_urlencoded::parse(bytes).enumerate() {
+        if index == MAX_FORM_ARGS {
+            return Err(ApiError::BadRequest("Too many arguments".to_owned()));
+        }
+        if key.split('.').nth(MAX_FORM_DEPTH).is_some() {
+            let shown: String = key.chars().take(64).collect();
+            return Err(ApiError::BadRequest(format!(
+                "invalid form key '{shown}...': nested deeper than {MAX_FORM_DEPTH} levels"
+            )));
+        }
         let mut path: Vec<String> = Vec::new();
         let mut is_array = false;
         for segment in key.split('.') {
@@ -144,5 +161,20 @@ mod tests {
     #[test]
     fn conflicting_form_keys_are_refused() {
         assert!(parse_form(b"a=1&a.b=2").is_err());
+    }
+
+    #[test]
+    fn form_bodies_are_bounded_in_arguments_and_depth() {
+        let at_limit: Vec<String> = (0..MAX_FORM_ARGS).map(|i| format!("k{i}=v")).collect();
+        assert!(parse_form(at_limit.join("&").as_bytes()).is_ok());
+        let over: Vec<String> = (0..=MAX_FORM_ARGS).map(|i| format!("k{i}=v")).collect();
+        let error = parse_form(over.join("&").as_bytes()).unwrap_err();
+        assert_eq!(error.to_string(), "Too many arguments");
+
+        let deep = |levels: usize| format!("config{}=1", ".a".repeat(levels - 1));
+        assert!(parse_form(deep(MAX_FORM_DEPTH).as_bytes()).is_ok());
+        assert!(parse_form(deep(MAX_FORM_DEPTH + 1).as_bytes()).is_err());
+        // The attack: ~4 KB, 1,500 levels. Refused before anything is built.
+        assert!(parse_form(deep(1_500).as_bytes()).is_err());
     }
 }

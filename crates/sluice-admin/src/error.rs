@@ -129,7 +129,8 @@ fn store_error(error: StoreError) -> Response {
         StoreError::Database(_)
         | StoreError::Migrate(_)
         | StoreError::UnsupportedDatabase(_)
-        | StoreError::Corrupt { .. } => {
+        | StoreError::Corrupt { .. }
+        | StoreError::Permissions { .. } => {
             tracing::error!(error = %message, "admin API request failed in the store");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

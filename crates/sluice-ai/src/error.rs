@@ -22,6 +22,13 @@ pub enum RequestError {
     },
     #[error("request body doesn't contain valid prompts")]
     NoPrompts,
+    /// A field the gateway reads has the wrong type (OpenAI's wording): refused before
+    /// anything goes upstream, instead of failing later in the transform.
+    #[error("Invalid type for '{field}': expected {expected}")]
+    InvalidType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("cannot use own model - must be: {configured}")]
     OwnModel { configured: String },
     #[error("model parameter not found in request, nor in gateway configuration")]

@@ -299,6 +299,7 @@ impl AiProxy {
         let Some(object) = body.as_object_mut() else {
             return Err(RequestError::BadJson);
         };
+        check_types(object)?;
         // Body validation per route type.
         let has_messages = object
             .get("messages")
@@ -484,6 +485,33 @@ impl AiProxy {
         }
         true
     }
+}
+
+/// The types of the fields the gateway reads: `model` a string, `stream` a boolean, and
+/// `messages` an array of objects each with a string `role` (null counts as absent).
+fn check_types(object: &Map<String, Value>) -> Result<(), RequestError> {
+    let invalid = |field: String, expected| Err(RequestError::InvalidType { field, expected });
+    let present = |key: &str| object.get(key).filter(|v| !v.is_null());
+    if present("model").is_some_and(|v| !v.is_string()) {
+        return invalid("model".into(), "a string");
+    }
+    if present("stream").is_some_and(|v| !v.is_boolean()) {
+        return invalid("stream".into(), "a boolean");
+    }
+    if let Some(messages) = present("messages") {
+        let Some(messages) = messages.as_array() else {
+            return invalid("messages".into(), "an array");
+        };
+        for (index, message) in messages.iter().enumerate() {
+            let Some(message) = message.as_object() else {
+                return invalid(format!("messages[{index}]"), "an object");
+            };
+            if !message.get("role").is_some_and(Value::is_string) {
+                return invalid(format!("messages[{index}].role"), "a string");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn encode(value: &str) -> String {

@@ -47,6 +47,13 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    /// The database file could not be created or made private (mode 0600).
+    #[error("cannot make the database file {path} private: {source}")]
+    Permissions {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("'{0}' is not a valid offset: bad encoding")]
     InvalidOffset(String),
     #[error("stored {kind:?} {id} is unreadable: {reason}")]

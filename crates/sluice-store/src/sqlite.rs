@@ -41,6 +41,7 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        private_file(options.get_filename())?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -329,6 +330,37 @@ async fn clear(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// The database holds provider keys: it is created readable by its owner only (0600), and an
+/// existing one is tightened to that. SQLite gives its `-wal` and `-shm` files the mode of the
+/// database file; existing ones are tightened too.
+fn private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+            return Ok(());
+        }
+        let private = |error: std::io::Error| StoreError::Permissions {
+            path: path.display().to_string(),
+            source: error,
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(private)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(private)?;
+            }
+        }
     }
     Ok(())
 }

@@ -225,3 +225,19 @@ async fn a_plan_applies_whole_or_not_at_all_and_only_at_its_version() {
     assert_eq!(store.apply_plan(&Plan::default(), 1).await.unwrap(), 1);
     assert!(store.apply_plan(&Plan::default(), 0).await.is_err());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let temp = store().await;
+    temp.store.insert(&service("secret-holder")).await.unwrap();
+    for name in ["store.db", "store.db-wal", "store.db-shm"] {
+        let path = temp.dir.join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
+    }
+}

@@ -109,6 +109,38 @@ fn the_request_transform_follows_kongs_rules() {
             json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
             Ok(json!({"model": "gpt-4o-mini"})),
         ),
+        // The fields the gateway reads must have their types (the attack run's "stream": "yes"
+        // was a 500 before).
+        (
+            chat(Some("m")),
+            json!({"stream": "yes", "messages": [{"role": "user", "content": "hi"}]}),
+            Err((400, "Invalid type for 'stream': expected a boolean")),
+        ),
+        (
+            chat(None),
+            json!({"model": 4, "messages": [{"role": "user", "content": "hi"}]}),
+            Err((400, "Invalid type for 'model': expected a string")),
+        ),
+        (
+            chat(Some("m")),
+            json!({"messages": [{"role": "user", "content": "hi"}, "hello"]}),
+            Err((400, "Invalid type for 'messages[1]': expected an object")),
+        ),
+        (
+            chat(Some("m")),
+            json!({"messages": [{"role": 7, "content": "hi"}]}),
+            Err((400, "Invalid type for 'messages[0].role': expected a string")),
+        ),
+        (
+            chat(Some("m")),
+            json!({"messages": "hi"}),
+            Err((400, "Invalid type for 'messages': expected an array")),
+        ),
+        (
+            chat(Some("m")),
+            json!({"stream": null, "messages": [{"role": "user", "content": "hi"}]}),
+            Ok(json!({"model": "m"})),
+        ),
         // Prompts: each route type's field, and the other format's message.
         (
             chat(Some("m")),
