@@ -80,3 +80,90 @@ async fn the_database_is_readable_by_its_owner_only() {
         assert_eq!(mode & 0o777, 0o600, "{name} is {:o}", mode & 0o777);
     }
 }
+
+fn dbless_config(upstream: std::net::SocketAddr, path: &str) -> String {
+    format!("_format_version: \"3.0\"\nservices:\n  - name: echo\n    url: http://{upstream}\n    routes:\n      - name: r\n        paths: [\"{path}\"]\n")
+}
+
+/// Waits until the node has logged `needle` at least `times` times.
+async fn logged(kong: &Sluice, needle: &str, times: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kong.logs().matches(needle).count() < times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged {needle:?} {times}x: {}",
+            kong.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// DB-less file tricks: a symlink to `/dev/zero` grew memory to GBs; a FIFO blocked reloads
+/// forever and kept the process alive after SIGTERM. Only regular files are read, up to a
+/// size cap; the reason is logged and the old config keeps serving.
+#[cfg(unix)]
+#[tokio::test]
+async fn dbless_reads_only_regular_files_within_the_size_cap() {
+    let up = common::upstream::start().await;
+    let dir = common::temp_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(&file, dbless_config(up, "/one")).unwrap();
+    let mut kong = Sluice::start_dbless(dir.clone(), &file).await;
+    kong.wait_for_proxy("/one", 200).await;
+
+    // Replaced by a symlink to /dev/zero, the way `ln -sf /dev/zero kong.yaml` does.
+    let link = dir.join("zero.tmp");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    std::fs::rename(&link, &file).unwrap();
+    logged(&kong, "not a regular file", 1).await;
+    kong.wait_for_proxy("/one", 200).await;
+
+    // Replaced by a FIFO nobody writes to.
+    let fifo = dir.join("fifo.tmp");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        std::fs::rename(&fifo, &file).unwrap();
+        logged(&kong, "not a regular file", 2).await;
+        kong.wait_for_proxy("/one", 200).await;
+    } else {
+        println!("FIFO case skipped: mkfifo is not available");
+    }
+
+    // Reloads still work afterwards.
+    let good = dir.join("good.tmp");
+    std::fs::write(&good, dbless_config(up, "/two")).unwrap();
+    std::fs::rename(&good, &file).unwrap();
+    kong.wait_for_proxy("/two", 200).await;
+    assert!(
+        kong.stop(),
+        "SIGTERM stops the node cleanly: {}",
+        kong.logs()
+    );
+
+    // A file over the cap is refused at start with the reason.
+    let small = common::temp_dir();
+    let output = std::process::Command::new(common::BIN)
+        .args([
+            "start",
+            "--database",
+            "off",
+            "--declarative-config-max-size",
+            "64",
+        ])
+        .args(["--declarative-config", &file.display().to_string()])
+        .args([
+            "--admin-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .args([
+            "--proxy-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .args(["--prefix", &small.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("larger than the 64 byte limit"), "{stderr}");
+    common::remove_dir(&small);
+}

@@ -62,8 +62,13 @@ async fn apply_latest(store: &Store, live: &Live) {
 /// Loads `file` into the store now, then again whenever it changes. Editors that save by
 /// writing a new file and renaming it over the old one are handled by watching the directory.
 /// A broken file is logged with its location and the previous config keeps serving.
-pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> anyhow::Result<()> {
-    load_file(&file, &store, &schemas).await?;
+pub async fn follow_file(
+    file: PathBuf,
+    store: Store,
+    schemas: Arc<Schemas>,
+    max_bytes: u64,
+) -> anyhow::Result<()> {
+    load_file(&file, &store, &schemas, max_bytes).await?;
     let directory = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -94,17 +99,17 @@ pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> 
     watcher.watch(&directory, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         let _watcher = watcher; // dropped (and unwatched) when this task ends
-        let mut last = tokio::fs::read(&file).await.ok();
+        let mut last = read_config(&file, max_bytes).await.ok();
         while rx.recv().await.is_some() {
             // Debounce: an editor's save is several events (truncate, write, rename).
             tokio::time::sleep(Duration::from_millis(100)).await;
             while rx.try_recv().is_ok() {}
-            let current = tokio::fs::read(&file).await.ok();
+            let current = read_config(&file, max_bytes).await.ok();
             if current.is_some() && current == last {
                 continue; // touched but not changed: nothing to reload
             }
             last = current;
-            if let Err(error) = load_file(&file, &store, &schemas).await {
+            if let Err(error) = load_file(&file, &store, &schemas, max_bytes).await {
                 tracing::error!("{error:#}");
             }
         }
@@ -112,9 +117,20 @@ pub async fn follow_file(file: PathBuf, store: Store, schemas: Arc<Schemas>) -> 
     Ok(())
 }
 
-async fn load_file(file: &Path, store: &Store, schemas: &Schemas) -> anyhow::Result<()> {
-    let text = match tokio::fs::read_to_string(file).await {
-        Ok(text) => text,
+async fn load_file(
+    file: &Path,
+    store: &Store,
+    schemas: &Schemas,
+    max_bytes: u64,
+) -> anyhow::Result<()> {
+    let text = match read_config(file, max_bytes).await {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(_) => anyhow::bail!(
+                "declarative config {} is not UTF-8 text; keeping the previous config",
+                file.display()
+            ),
+        },
         Err(error) => anyhow::bail!(
             "reading declarative config {}: {error}; keeping the previous config",
             file.display()
@@ -128,4 +144,41 @@ async fn load_file(file: &Path, store: &Store, schemas: &Schemas) -> anyhow::Res
         }
         Err(error) => anyhow::bail!("{error}; keeping the previous config"),
     }
+}
+
+/// Why a declarative config file was not read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// A device, FIFO, socket or directory (a symlink to `/dev/zero` would never end; opening a
+    /// FIFO blocks until a writer comes, which would hold reloads and shutdown hostage).
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than the {max} byte limit (--declarative-config-max-size)")]
+    TooLarge { max: u64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a declarative config: a regular file only, at most `max_bytes` (also if it grows
+/// while being read). The metadata check follows symlinks, so a link to a device is refused
+/// before it is opened.
+async fn read_config(file: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    use tokio::io::AsyncReadExt;
+    let metadata = tokio::fs::metadata(file).await?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if metadata.len() > max_bytes {
+        return Err(ReadError::TooLarge { max: max_bytes });
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    tokio::fs::File::open(file)
+        .await?
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge { max: max_bytes });
+    }
+    Ok(bytes)
 }

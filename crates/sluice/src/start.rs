@@ -21,6 +21,9 @@ pub struct StartArgs {
     /// With `--database off`: the declarative config file to serve.
     #[arg(long, env = "SLUICE_DECLARATIVE_CONFIG")]
     pub declarative_config: Option<std::path::PathBuf>,
+    /// Largest declarative config file read (bytes); a bigger one is refused and logged.
+    #[arg(long, env = "SLUICE_DECLARATIVE_CONFIG_MAX_SIZE", default_value_t = 256 * 1024 * 1024)]
+    pub declarative_config_max_size: u64,
     /// traditional: Admin API and proxy in one process.
     #[arg(long, env = "SLUICE_ROLE", default_value = "traditional")]
     pub role: Role,
@@ -123,7 +126,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 
     if dbless {
         match &args.declarative_config {
-            Some(file) => crate::dataplane::follow_file(file.clone(), store.clone(), schemas.clone())
+            Some(file) => crate::dataplane::follow_file(
+                file.clone(),
+                store.clone(),
+                schemas.clone(),
+                args.declarative_config_max_size,
+            )
                 .await
                 .context("loading --declarative-config")?,
             None => tracing::info!("DB-less mode without --declarative-config: serving an empty config until POST /config"),
