@@ -167,3 +167,86 @@ async fn dbless_reads_only_regular_files_within_the_size_cap() {
     assert!(stderr.contains("larger than the 64 byte limit"), "{stderr}");
     common::remove_dir(&small);
 }
+
+/// Any web page an operator opened could reconfigure the gateway through their browser: a
+/// cross-site form POST, or DNS rebinding (a hostile name resolving to 127.0.0.1). Both are
+/// refused; an allowed origin gets CORS; command-line clients are unaffected.
+#[tokio::test]
+async fn the_admin_api_refuses_cross_site_browser_requests_and_foreign_hosts() {
+    let kong = Sluice::start_in(
+        common::temp_dir(),
+        &["--admin-allow-origin", "https://gui.example"],
+    )
+    .await;
+    let version = kong.config_version().await;
+    let form = |origin: Option<&str>, site: Option<&str>, host: Option<&str>| {
+        let mut request = kong
+            .client
+            .post(kong.url("/services"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("name=evil&host=evil.example");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = site {
+            request = request.header("sec-fetch-site", site);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request
+    };
+    let port = kong.admin.rsplit(':').next().unwrap().to_owned();
+    let rebound = format!("attacker.example:{port}");
+    for (what, request) in [
+        (
+            "a foreign Origin",
+            form(Some("https://attacker.example"), None, None),
+        ),
+        (
+            "a cross-site fetch without Origin",
+            form(None, Some("cross-site"), None),
+        ),
+        ("a rebound Host", form(None, None, Some(&rebound))),
+    ] {
+        let (status, body) = common::send(request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+        assert!(body["message"].is_string(), "{what}: {body}");
+    }
+    assert_eq!(kong.config_version().await, version, "nothing was written");
+
+    // An allowed origin: CORS headers, and its preflight answered.
+    let response = form(Some("https://gui.example"), Some("cross-site"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://gui.example"
+    );
+    let preflight = kong
+        .client
+        .request(reqwest::Method::OPTIONS, kong.url("/services"))
+        .header("origin", "https://gui.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert!(preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+
+    // curl-like clients (no Origin, Host naming the address dialled) work as before.
+    let (status, _) = kong.get("/services/evil").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = common::send(
+        kong.client
+            .get(kong.url("/status"))
+            .header("host", format!("localhost:{port}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

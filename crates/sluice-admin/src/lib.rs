@@ -7,6 +7,7 @@ mod body;
 pub mod dbless;
 mod entities;
 mod error;
+mod guard;
 mod info;
 mod sync;
 
@@ -22,6 +23,7 @@ use sluice_model::{Consumer, Plugin, Route, Schemas, Service};
 use sluice_store::Store;
 
 pub use error::ApiError;
+pub use guard::AdminGuard;
 
 /// Largest request body the Admin API reads. A bigger one is refused with 413 before it is
 /// buffered whole. Large enough for a declarative config of tens of thousands of entities.
@@ -55,6 +57,7 @@ struct Inner {
     dbless: bool,
     data_planes: Option<DataPlanesFn>,
     proxy_status: Option<ProxyStatusFn>,
+    guard: AdminGuard,
 }
 
 /// Lists the connected data planes for `GET /clustering/data-planes` (set on a control plane).
@@ -88,6 +91,7 @@ impl AdminState {
                 dbless,
                 data_planes: None,
                 proxy_status: None,
+                guard: AdminGuard::default(),
             }),
         }
     }
@@ -112,6 +116,22 @@ impl AdminState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Sets the browser-facing rules (allowed origins and hosts); the default refuses every
+    /// cross-origin request and checks no host.
+    pub fn with_guard(self, guard: AdminGuard) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("with_guard is called right after new, before any clone")
+        });
+        inner.guard = guard;
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    fn guard(&self) -> &AdminGuard {
+        &self.inner.guard
     }
 
     pub fn proxy_status(&self) -> Option<serde_json::Value> {
@@ -250,6 +270,7 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn(too_large_as_kong))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 

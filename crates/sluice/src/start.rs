@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-use sluice_admin::{AdminState, NodeInfo};
+use sluice_admin::{AdminGuard, AdminState, NodeInfo};
 use sluice_proxy::{EntityFault, Live, ProxyConfig};
 use sluice_store::Store;
 use tokio::net::TcpListener;
@@ -31,6 +31,14 @@ pub struct StartArgs {
     pub proxy_listen: SocketAddr,
     #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
     pub admin_listen: SocketAddr,
+    /// A browser origin allowed to call the Admin API (`https://gui.example`, or `*`);
+    /// repeatable. Without one, every cross-origin browser request is refused.
+    #[arg(long, env = "SLUICE_ADMIN_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub admin_allow_origin: Vec<String>,
+    /// A `Host` (name:port) the Admin API also answers to, besides its own address;
+    /// repeatable. Requests naming any other host are refused (DNS rebinding).
+    #[arg(long, env = "SLUICE_ADMIN_ALLOW_HOST", value_delimiter = ',')]
+    pub admin_allow_host: Vec<String>,
     #[arg(long, env = "SLUICE_CLUSTER_LISTEN", default_value = "0.0.0.0:8005")]
     pub cluster_listen: SocketAddr,
     #[arg(long, env = "SLUICE_CLUSTER_CONTROL_PLANE")]
@@ -159,7 +167,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         admin_listen: admin_addr.to_string(),
         proxy_listen: args.proxy_listen.to_string(),
     };
-    let mut state = AdminState::new(store.clone(), schemas, node, dbless);
+    let mut state =
+        AdminState::new(store.clone(), schemas, node, dbless).with_guard(AdminGuard::for_listener(
+            admin_addr,
+            args.admin_allow_origin.clone(),
+            args.admin_allow_host.clone(),
+        ));
     if !control_plane {
         let live = live.clone();
         state = state.with_proxy_status(Arc::new(move || {
