@@ -456,6 +456,53 @@ async fn mistyped_fields(provider: &str) {
     assert!(s.mock.requests().is_empty(), "nothing reached the provider");
 }
 
+/// A method the route type does not define is a 405 before the key is injected; the gateway's
+/// own failures on an AI route come in OpenAI's error shape, which the SDKs read.
+async fn methods_and_gateway_errors(provider: &str) {
+    let s = setup(provider, "llm/v1/chat", json!({})).await;
+    s.mock.clear(); // the setup's readiness probe went through
+    for method in ["GET", "DELETE", "PUT"] {
+        let response = s.kong.through(method, "/ai").send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "POST", "{method}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    }
+    assert!(
+        s.mock.requests().is_empty(),
+        "nothing reached the provider, no key was spent"
+    );
+    // The model list is a GET every route type serves.
+    let response = s.kong.through("GET", "/ai/models").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A provider that refuses connections: 502, OpenAI-shaped, with the request id.
+    let closed = common::free_port();
+    add_route(&s.kong, "/down", json!({
+        "route_type": "llm/v1/chat",
+        "auth": {"header_name": "Authorization", "header_value": format!("Bearer {GATEWAY_KEY}")},
+        "model": {"provider": provider, "name": s.model,
+            "options": {"upstream_url": format!("http://127.0.0.1:{closed}")}},
+    }))
+    .await;
+    let response = post(
+        &s,
+        "/down",
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 502);
+    let request_id = response.headers()["x-sluice-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(body["request_id"], request_id.as_str());
+}
+
 async fn auth_rules(provider: &str) {
     let s = setup(provider, "llm/v1/chat", json!({})).await;
     let chat = json!({"messages": [{"role": "user", "content": "x"}]});
@@ -702,10 +749,10 @@ macro_rules! provider_tests {
 }
 
 provider_tests!(openai: chat, chat_tools, chat_streaming, completions, responses, image_generation,
-    model_rules, mistyped_fields, auth_rules, error_paths, first_token_is_not_held_back,
+    model_rules, mistyped_fields, methods_and_gateway_errors, auth_rules, error_paths, first_token_is_not_held_back,
     full_upstream_url_is_used_whole);
 provider_tests!(xai: chat, chat_tools, chat_streaming, completions, responses, image_generation,
-    model_rules, mistyped_fields, auth_rules, error_paths, first_token_is_not_held_back,
+    model_rules, mistyped_fields, methods_and_gateway_errors, auth_rules, error_paths, first_token_is_not_held_back,
     full_upstream_url_is_used_whole);
 
 // === OpenAI-only route types ===

@@ -10,6 +10,13 @@ use crate::route_type::RouteType;
 pub enum RequestError {
     #[error("content-type header does not match request body, or bad JSON formatting")]
     BadJson,
+    /// A method the route type's API does not define (`DELETE` on a chat route): refused
+    /// before the provider key is injected or anything goes upstream.
+    #[error("method {method} is not allowed on a {route_type} route")]
+    MethodNotAllowed {
+        method: http::Method,
+        route_type: RouteType,
+    },
     #[error("the request body could not be read")]
     Unreadable,
     #[error("request body is larger than the {limit}-byte limit (config.max_request_body_size)")]
@@ -48,6 +55,7 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             RequestError::TooLarge { .. } => 413,
+            RequestError::MethodNotAllowed { .. } => 405,
             _ => 400,
         }
     }
@@ -60,9 +68,26 @@ impl RequestError {
                 "type": "invalid_request_error",
                 "code": "request_too_large",
             }}),
+            RequestError::MethodNotAllowed { .. } => json!({"error": {
+                "message": self.to_string(),
+                "type": "invalid_request_error",
+                "code": "method_not_allowed",
+            }}),
             _ => json!({"error": {"message": self.to_string()}}),
         };
-        Flow::Respond(json_response(self.status(), &body))
+        let mut response = json_response(self.status(), &body);
+        if let RequestError::MethodNotAllowed { route_type, .. } = &self {
+            let allow: Vec<&str> = route_type
+                .methods()
+                .unwrap_or(&[])
+                .iter()
+                .map(http::Method::as_str)
+                .collect();
+            if let Ok(value) = http::HeaderValue::from_str(&allow.join(", ")) {
+                response.headers_mut().insert(http::header::ALLOW, value);
+            }
+        }
+        Flow::Respond(response)
     }
 }
 

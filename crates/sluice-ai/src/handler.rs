@@ -175,6 +175,25 @@ impl AiProxy {
             .unwrap_or(false)
     }
 
+    /// Only the methods the route type defines reach the provider with its key; the model
+    /// list (`GET <route>/models`) is served on every route type.
+    fn check_method(&self, request: &ProxyRequest, ctx: &RequestCtx) -> Result<(), RequestError> {
+        let route_type = self.config.route_type;
+        let method = &request.parts.method;
+        let Some(methods) = route_type.methods() else {
+            return Ok(());
+        };
+        let model_list = *method == http::Method::GET
+            && ctx.path_suffix.trim_end_matches('/').ends_with("/models");
+        if methods.contains(method) || model_list {
+            return Ok(());
+        }
+        Err(RequestError::MethodNotAllowed {
+            method: method.clone(),
+            route_type,
+        })
+    }
+
     /// Points the request at the provider (or `upstream_url`) and injects the key.
     fn route_upstream(&self, request: &mut ProxyRequest, ctx: &mut RequestCtx) -> Result<(), Flow> {
         let route_type = self.config.route_type;
@@ -545,6 +564,9 @@ impl Plugin for AiProxy {
         ctx: &mut RequestCtx,
         state: &mut Option<Call>,
     ) -> Flow {
+        if let Err(error) = self.check_method(request, ctx) {
+            return error.into();
+        }
         let mut call = Call {
             request_model: self.config.model.name.clone().unwrap_or_default(),
             ..Call::default()
@@ -683,6 +705,10 @@ impl Plugin for AiProxy {
     }
 
     fn has_body_filter(&self) -> bool {
+        true
+    }
+
+    fn openai_errors(&self) -> bool {
         true
     }
 

@@ -201,6 +201,33 @@ impl RouteType {
         }
     }
 
+    /// The methods this route type's API defines (with `GET <route>/models`, the model list,
+    /// also served on every route type that is not `preserve`). Anything else is refused
+    /// before the provider's key is put on it. `None`: any method (`preserve`).
+    pub fn methods(self) -> Option<&'static [http::Method]> {
+        use http::Method;
+        const POST: &[Method] = &[Method::POST];
+        const MANAGE: &[Method] = &[Method::GET, Method::POST, Method::DELETE];
+        Some(match self {
+            RouteType::Chat
+            | RouteType::Completions
+            | RouteType::Embeddings
+            | RouteType::AudioSpeech
+            | RouteType::AudioTranscriptions
+            | RouteType::AudioTranslations
+            | RouteType::ImageGenerations
+            | RouteType::ImageEdits => POST,
+            // Retrieve and delete by id; cancel and uploads are POSTs.
+            RouteType::Responses
+            | RouteType::VideoGenerations
+            | RouteType::Files
+            | RouteType::Batches
+            | RouteType::Assistants => MANAGE,
+            RouteType::Realtime => &[Method::GET],
+            RouteType::Preserve => return None,
+        })
+    }
+
     /// Sends the Assistants API's beta header when the client did not.
     pub fn needs_assistants_beta(self) -> bool {
         self == RouteType::Assistants
@@ -271,6 +298,14 @@ mod tests {
             assert_eq!(route_type.expects(), expects, "{route_type}");
             assert!(!route_type.reads_json(&http::Method::GET), "{route_type}");
             assert_eq!(route_type.reads_json(&http::Method::POST), json);
+            let methods = route_type.methods().unwrap_or(&[]);
+            assert_eq!(
+                methods.contains(&http::Method::POST),
+                route_type != Preserve,
+                "{route_type}"
+            );
         }
+        assert!(!Chat.methods().unwrap().contains(&http::Method::DELETE));
+        assert!(Files.methods().unwrap().contains(&http::Method::DELETE));
     }
 }

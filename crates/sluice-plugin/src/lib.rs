@@ -216,6 +216,13 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
+    /// Whether the gateway's own errors on this plugin's routes (upstream refused or timed
+    /// out, no upstream) use OpenAI's `{"error": {"message", "type", "code"}}` shape instead
+    /// of Kong's `{"message"}`: the clients of an AI route are OpenAI SDKs.
+    fn openai_errors(&self) -> bool {
+        false
+    }
+
     /// Each response body chunk, in order, as it arrives. Returns what to send instead (may be
     /// empty to hold data back).
     fn body_filter(&self, chunk: Bytes, _ctx: &mut RequestCtx, _state: &mut Self::State) -> Bytes {
@@ -239,6 +246,7 @@ pub trait PluginHandler: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn priority(&self) -> i64;
     fn has_body_filter(&self) -> bool;
+    fn openai_errors(&self) -> bool;
     fn new_state(&self) -> PluginState;
     async fn access(
         &self,
@@ -305,6 +313,10 @@ impl<P: Plugin> PluginHandler for Erased<P> {
 
     fn has_body_filter(&self) -> bool {
         self.0.has_body_filter()
+    }
+
+    fn openai_errors(&self) -> bool {
+        self.0.openai_errors()
     }
 
     fn new_state(&self) -> PluginState {

@@ -53,6 +53,8 @@ pub struct RouteTarget {
     /// Plugins of this route in run order (priority, highest first).
     pub chain: Vec<Arc<dyn PluginHandler>>,
     pub has_body_filter: bool,
+    /// The gateway's own errors on this route use OpenAI's shape (an AI route).
+    pub openai_errors: bool,
     /// Set when a plugin on this route is configured but cannot run here (this data plane
     /// lacks it, or its config did not build). The route then fails closed (503) rather than
     /// running without, say, its auth plugin.
@@ -155,6 +157,7 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         }
         chain.sort_by_key(|h| std::cmp::Reverse(h.priority()));
         let has_body_filter = chain.iter().any(|h| h.has_body_filter());
+        let openai_errors = chain.iter().any(|h| h.openai_errors());
         let service_target = service.map(|s| {
             targets
                 .entry(s.id)
@@ -174,6 +177,7 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
             service: service_target,
             chain,
             has_body_filter,
+            openai_errors,
             unavailable,
         });
         specs.push(spec(route, target));

@@ -170,7 +170,9 @@ fn route(
         return Err(https_required(&target, parts, &host_header, request_id));
     }
     if let Some(reason) = &target.unavailable {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, reason, request_id));
+        let shape = ErrorShape::of(&target);
+        let response = shape.body(StatusCode::SERVICE_UNAVAILABLE, reason, request_id);
+        return Err(response.map(full));
     }
     Ok(Routed {
         target,
@@ -464,9 +466,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Answers with Kong's error body.
+    /// Answers with the gateway's error body (Kong's, or OpenAI's on an AI route).
     fn fail(self, status: StatusCode, message: &str) -> Answered {
-        let (parts, body) = kong_error(status, message, &self.ctx.request_id).into_parts();
+        let shape = ErrorShape::of(&self.target);
+        let (parts, body) = shape
+            .body(status, message, &self.ctx.request_id)
+            .into_parts();
         self.respond(parts, body)
     }
 
@@ -517,6 +522,47 @@ fn set_request_id(headers: &mut HeaderMap, request_id: &str) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(X_REQUEST_ID.clone(), value);
     }
+}
+
+/// Which error body a route's clients read.
+#[derive(Clone, Copy)]
+enum ErrorShape {
+    Kong,
+    OpenAi,
+}
+
+impl ErrorShape {
+    fn of(target: &RouteTarget) -> Self {
+        if target.openai_errors {
+            ErrorShape::OpenAi
+        } else {
+            ErrorShape::Kong
+        }
+    }
+
+    fn body(self, status: StatusCode, message: &str, request_id: &str) -> Response<Bytes> {
+        match self {
+            ErrorShape::Kong => kong_error(status, message, request_id),
+            ErrorShape::OpenAi => openai_error(status, message, request_id),
+        }
+    }
+}
+
+/// OpenAI's error body, which the OpenAI SDKs turn into their typed errors (an
+/// `InternalServerError` for these statuses); the request id rides beside it.
+fn openai_error(status: StatusCode, message: &str, request_id: &str) -> Response<Bytes> {
+    let code = match status {
+        StatusCode::BAD_GATEWAY => "upstream_error",
+        StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+        _ => "service_unavailable",
+    };
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "server_error", "code": code},
+        "request_id": request_id,
+    });
+    let mut response = kong_error(status, message, request_id);
+    *response.body_mut() = Bytes::from(body.to_string());
+    response
 }
 
 /// Kong's error body: `{"message": ..., "request_id": ...}`.
