@@ -343,3 +343,34 @@ fn deck_examples_are_valid() {
         "expected the quick start, xAI chat, xAI images, OpenAI and hybrid examples"
     );
 }
+
+/// Every complete decK file the README shows (a ```yaml block with `_format_version`) is
+/// valid as written: a reader copies them.
+#[test]
+fn readme_examples_are_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let dir = common::temp_dir();
+    let mut checked = 0;
+    for (index, block) in readme.split("```yaml\n").skip(1).enumerate() {
+        let block = block.split("```").next().unwrap();
+        if !block.contains("_format_version") {
+            continue;
+        }
+        let file = write(&dir, &format!("readme-{index}.yaml"), block);
+        let out = run(
+            None,
+            &["validate", &file],
+            &[("DECK_XAI_API_KEY", "xai-test")],
+        );
+        assert!(
+            out.status.success(),
+            "README block {index}:\n{block}\n{}",
+            stderr(&out)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 1, "the README shows at least one complete file");
+    common::remove_dir(&dir);
+}

@@ -101,10 +101,14 @@ impl Schemas {
             return;
         };
         let Some(plugin) = self.plugin(&name) else {
+            // Kong's words up to the semicolon (tools match on them); then what is true for
+            // Sluice, which has no `plugins` setting to add it to.
+            let known: Vec<&str> = self.plugins().map(|p| p.name.as_str()).collect();
             violation.field(
                 "name",
                 format!(
-                    "plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+                    "plugin '{name}' not enabled; Sluice has: {}",
+                    known.join(", ")
                 ),
             );
             return;
