@@ -250,3 +250,101 @@ async fn the_admin_api_refuses_cross_site_browser_requests_and_foreign_hosts() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Sends raw bytes to the proxy and returns the status line and the whole answer. Blocking
+/// IO, so it runs off the test's runtime (which also serves the upstream).
+async fn raw_http(proxy: &str, request: &str) -> (String, String) {
+    let (proxy, request) = (proxy.to_owned(), request.to_owned());
+    tokio::task::spawn_blocking(move || raw_http_blocking(&proxy, &request))
+        .await
+        .unwrap()
+}
+
+fn raw_http_blocking(proxy: &str, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = proxy.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    (status, answer)
+}
+
+/// RFC 9112 strictness on the proxy: a missing or repeated Host is a 400; the authority of
+/// an absolute-form target is what routes; a transfer coding other than a single `chunked`
+/// is a 400 (before, `identity, chunked` was accepted and the upstream could disagree on
+/// where the body ends).
+#[tokio::test]
+async fn the_proxy_routes_only_requests_whose_host_and_framing_are_unambiguous() {
+    let up = common::upstream::start().await;
+    let kong = Sluice::start().await;
+    for side in ["a", "b"] {
+        let (status, body) = kong
+            .post(
+                "/services",
+                json!({"name": side, "url": format!("http://{up}/{side}-side")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = kong
+            .post(
+                &format!("/services/{side}/routes"),
+                json!({"hosts": [format!("{side}.example")], "paths": ["/r"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Wait until both routes are served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = raw_http(
+            &kong.proxy,
+            "GET /r HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if status.contains(" 200 ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let cases = [
+        ("no Host", "GET /r HTTP/1.1\r\nConnection: close\r\n\r\n", " 400 "),
+        (
+            "two Hosts",
+            "GET /r HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+            " 400 ",
+        ),
+        (
+            "identity, chunked",
+            "POST /r HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: identity, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            " 400 ",
+        ),
+        (
+            "a plain chunked body is fine",
+            "POST /r HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            " 200 ",
+        ),
+    ];
+    for (what, request, expected) in cases {
+        let (status, answer) = raw_http(&kong.proxy, request).await;
+        assert!(status.contains(expected), "{what}: {answer}");
+    }
+    // The absolute-form authority routes, not the Host header.
+    let (status, answer) = raw_http(
+        &kong.proxy,
+        "GET http://a.example/r HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.contains(" 200 "), "{answer}");
+    assert!(
+        answer.contains("/a-side"),
+        "routed by the target's authority: {answer}"
+    );
+}

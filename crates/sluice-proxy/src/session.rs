@@ -140,13 +140,13 @@ fn route(
     local_port: u16,
     request_id: &str,
 ) -> Result<Routed, Answered> {
-    let host_header = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
+    let host_header = match request_host(parts) {
+        Ok(host) => host,
+        Err(reason) => return Err(error(StatusCode::BAD_REQUEST, reason, request_id)),
+    };
+    if let Err(reason) = check_transfer_encoding(&parts.headers) {
+        return Err(error(StatusCode::BAD_REQUEST, reason, request_id));
+    }
     let raw_path = parts.uri.path();
     // The router normalizes the raw path itself; normalizing twice would decode twice.
     let found = compiled.router.find_any_protocol(&sluice_router::Request {
@@ -180,6 +180,44 @@ fn route(
         path: sluice_router::normalize_path(raw_path).into_owned(),
         host_header,
     })
+}
+
+/// The host a request is for (RFC 9112 §3.2): the authority of an absolute-form target
+/// (`GET http://a/ HTTP/1.1`) or HTTP/2's `:authority` wins over `Host`; otherwise exactly one
+/// `Host`, which HTTP/1.1 requires. A missing or repeated `Host` is a 400, never a guess.
+fn request_host(parts: &http::request::Parts) -> Result<String, &'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err("Bad request: more than one Host header");
+    }
+    if let Some(authority) = parts.uri.authority() {
+        return Ok(authority.as_str().to_owned());
+    }
+    match first.map(|h| h.to_str()) {
+        Some(Ok(host)) => Ok(host.to_owned()),
+        Some(Err(_)) => Err("Bad request: invalid Host header"),
+        None if parts.version == http::Version::HTTP_11 => Err("Bad request: missing Host header"),
+        None => Ok(String::new()), // HTTP/1.0 may omit it
+    }
+}
+
+/// RFC 9112 §6.1: a request's transfer codings must end in `chunked`, and a proxy may refuse
+/// any other coding; Sluice accepts only a single `chunked`, so that it and the upstream can
+/// never disagree on where a body ends.
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err("Bad request: invalid Transfer-Encoding");
+        };
+        codings.extend(value.split(',').map(str::trim).filter(|c| !c.is_empty()));
+    }
+    match codings.as_slice() {
+        [] => Ok(()),
+        [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => Err("Bad request: unsupported Transfer-Encoding (only chunked is accepted)"),
+    }
 }
 
 /// Kong's answer to plain http on an https-only route: 426, or the route's redirect.
