@@ -422,18 +422,15 @@ impl AiProxy {
         }
         object.remove("top_k"); // OpenAI-format providers refuse it (Kong deletes it too)
 
-        // Captured before the key may be added to the body: payload logs never carry it.
-        if self.log_payloads() {
-            call.request_payload = Some(Bytes::from(Value::Object(object.clone()).to_string()));
-        }
-
         // Body param auth.
+        let mut body_key = None;
         if let Some(auth) = &self.config.auth {
             if let (Some(name), Some(value), Some("body")) = (
                 &auth.param_name,
                 &auth.param_value,
                 auth.param_location.as_deref(),
             ) {
+                body_key = Some(name);
                 if !object.contains_key(name) || !self.allow_override() {
                     object.insert(name.clone(), Value::from(value.clone()));
                 }
@@ -441,6 +438,15 @@ impl AiProxy {
         }
 
         self.driver.transform_request(route_type, object);
+        // The payload log is the body as sent upstream, without the key parameter (neither
+        // the gateway's nor a client's own): payload logs never carry a key.
+        if self.log_payloads() {
+            let mut logged = object.clone();
+            if let Some(name) = body_key {
+                logged.remove(name);
+            }
+            call.request_payload = Some(Bytes::from(Value::Object(logged).to_string()));
+        }
         call.expect_key = route_type.expects();
         Ok(())
     }

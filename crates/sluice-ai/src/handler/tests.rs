@@ -354,3 +354,28 @@ fn the_upstream_is_the_provider_or_upstream_url_with_the_key_injected() {
         "/v1/chat/completions?x=1&key=gw%20secret"
     );
 }
+
+#[test]
+fn the_payload_log_is_the_body_sent_upstream_without_the_key() {
+    let proxy = proxy(json!({
+        "route_type": "llm/v1/chat",
+        "model": {"provider": "xai", "name": "grok-4"},
+        "logging": {"log_payloads": true},
+        "auth": {"param_name": "api_key", "param_value": "sk-secret", "param_location": "body"},
+    }));
+    let mut body = json!({"store": true, "messages": [{"role": "user", "content": "hi"}]});
+    let mut call = Call::default();
+    proxy.transform(&mut body, &mut call).expect("accepted");
+    assert_eq!(body["api_key"], "sk-secret", "the key goes upstream");
+    let logged: Value =
+        serde_json::from_slice(call.request_payload.as_deref().expect("logged")).unwrap();
+    assert!(
+        logged.get("api_key").is_none(),
+        "but never into the log: {logged}"
+    );
+    assert!(
+        logged.get("store").is_none(),
+        "what xAI refuses was dropped, as sent: {logged}"
+    );
+    assert_eq!(logged["model"], "grok-4");
+}
