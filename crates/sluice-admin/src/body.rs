@@ -1,5 +1,8 @@
 //! Request bodies as Kong accepts them: JSON, or form-encoded with Kong's key syntax
 //! (`config.minute=5`, `paths[]=/a`, repeated keys), typed by the entity's schema.
+//!
+//! Public for the fuzz targets (`crates/sluice-fuzz`): this is the parser every client of
+//! the Admin API reaches first.
 
 use axum::http::{header, HeaderMap};
 use serde_json::{Map, Value};

@@ -3,7 +3,7 @@
 //! [`router`] returns a plain `axum::Router`, so the binary serves it on a socket and tests can
 //! drive it without one. Every response, errors included, is in Kong's JSON shape.
 
-mod body;
+pub mod body;
 pub mod dbless;
 mod entities;
 mod error;
