@@ -20,6 +20,10 @@ use crate::body::{self, Input};
 use crate::error::ApiError;
 use crate::AdminState;
 
+/// Most tags one list filter may name (Kong sets no number; the cost of a filter grows with
+/// it, so Sluice bounds it).
+pub const MAX_FILTER_TAGS: usize = 100;
+
 type Params = Query<HashMap<String, String>>;
 
 // === collection handlers ===
@@ -222,6 +226,11 @@ async fn list_scoped<E: Stored>(
             return Err(ApiError::BadRequest(
                 "invalid option (tags: cannot mix 'and' (,) and 'or' (/) in one filter)".to_owned(),
             ))
+        }
+        Some(tags) if tags.split([',', '/']).nth(MAX_FILTER_TAGS).is_some() => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid option (tags: a filter may name at most {MAX_FILTER_TAGS} tags)"
+            )))
         }
         Some(tags) if tags.contains('/') => {
             TagFilter::Any(tags.split('/').map(str::to_owned).collect())

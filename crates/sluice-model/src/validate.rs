@@ -8,6 +8,10 @@ use crate::entity::{AnyEntity, Entity, EntityKind, Plugin, Route};
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
+/// Most tags one entity may carry. Kong's schema sets no number; Sluice bounds it so one
+/// write cannot carry an unbounded set through validation, storage and every tag filter.
+pub const MAX_TAGS: usize = 1_000;
+
 const NAME_CHARS: &str = "the only accepted ascii characters are alphanumerics or ., -, _, and ~";
 
 // === impl Schemas ===
@@ -59,6 +63,12 @@ impl Schemas {
                 continue;
             }
             violation.field_at(path, message);
+        }
+        if value["tags"]
+            .as_array()
+            .is_some_and(|tags| tags.len() > MAX_TAGS)
+        {
+            violation.field("tags", format!("at most {MAX_TAGS} tags are allowed"));
         }
         match kind {
             EntityKind::Service => check_service(&value, &mut violation),
@@ -458,15 +468,9 @@ fn dedupe_sets(schema: &Value, value: &mut Value) {
         };
         if sub["x-kong-type"] == "set" {
             if let Some(items) = child.as_array_mut() {
-                let mut seen = Vec::with_capacity(items.len());
-                items.retain(|item| {
-                    if seen.contains(item) {
-                        false
-                    } else {
-                        seen.push(item.clone());
-                        true
-                    }
-                });
+                // Linear: a hash of each item's JSON text (Value itself is not Hash).
+                let mut seen = std::collections::HashSet::with_capacity(items.len());
+                items.retain(|item| seen.insert(item.to_string()));
             }
         } else if child.is_object() {
             dedupe_sets(sub, child);

@@ -512,11 +512,17 @@ fn push_tag_filter(sql: &mut QueryBuilder<Sqlite>, tags: &TagFilter) {
     match tags {
         TagFilter::None => {}
         TagFilter::All(tags) => {
-            for tag in tags {
-                sql.push(" AND EXISTS (SELECT 1 FROM json_each(t.tags) j WHERE j.value = ")
-                    .push_bind(tag.clone())
-                    .push(")");
+            // One subquery counting the distinct wanted tags the entity has, not one EXISTS
+            // per tag: a thousand ANDed subqueries pass SQLite's expression depth limit.
+            let wanted: std::collections::BTreeSet<&String> = tags.iter().collect();
+            sql.push(
+                " AND (SELECT COUNT(DISTINCT j.value) FROM json_each(t.tags) j WHERE j.value IN (",
+            );
+            let mut values = sql.separated(", ");
+            for tag in &wanted {
+                values.push_bind((*tag).clone());
             }
+            sql.push(")) = ").push_bind(wanted.len() as i64);
         }
         TagFilter::Any(tags) => {
             sql.push(" AND EXISTS (SELECT 1 FROM json_each(t.tags) j WHERE j.value IN (");
