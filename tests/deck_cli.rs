@@ -374,3 +374,49 @@ fn readme_examples_are_valid() {
     assert!(checked >= 1, "the README shows at least one complete file");
     common::remove_dir(&dir);
 }
+
+/// `sluice diff` and `sync` never print a secret: values from the environment are masked as
+/// decK masks them, and so is every `x-encrypted` field (old and new), whatever its source.
+#[tokio::test]
+async fn diff_and_sync_output_masks_secrets() {
+    let node = Sluice::start().await;
+    let dir = common::temp_dir();
+    let file = write(
+        &dir,
+        "ai.yaml",
+        r#"_format_version: "3.0"
+routes:
+  - name: ai
+    paths: [/ai]
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          auth: {header_name: Authorization, header_value: 'Bearer ${{ env "DECK_AI_KEY" }}'}
+          model: {provider: openai, name: gpt-4o}
+"#,
+    );
+    let first = run(
+        Some(&node),
+        &["sync", &file],
+        &[("DECK_AI_KEY", "sk-first-key-0001")],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = run(
+        Some(&node),
+        &["diff", &file],
+        &[("DECK_AI_KEY", "sk-second-key-0002")],
+    );
+    assert!(second.status.success(), "{}", stderr(&second));
+    for output in [&first, &second] {
+        let printed = format!("{}{}", stdout(output), stderr(output));
+        assert!(
+            !printed.contains("sk-first-key") && !printed.contains("sk-second-key"),
+            "{printed}"
+        );
+    }
+    let diff = stdout(&second);
+    assert!(diff.contains("updating plugin"), "the key changed: {diff}");
+    assert!(diff.contains("[masked]"), "{diff}");
+    common::remove_dir(&dir);
+}

@@ -46,7 +46,9 @@ fn now() -> i64 {
 }
 
 /// Reads, parses and validates the files. Prints every problem with file, line and path.
-fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exit> {
+/// Also returns the values the files took from the environment (`${{ env "DECK_..." }}`), so
+/// that output can mask them.
+fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities, Vec<String>), Exit> {
     let mut sources = Vec::with_capacity(files.files.len());
     for path in &files.files {
         match std::fs::read_to_string(path) {
@@ -60,7 +62,14 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exi
             }
         }
     }
-    let env = |name: &str| std::env::var(name).ok();
+    let substituted = std::cell::RefCell::new(Vec::new());
+    let env = |name: &str| {
+        let value = std::env::var(name).ok();
+        if let Some(value) = &value {
+            substituted.borrow_mut().push(value.clone());
+        }
+        value
+    };
     let report = |errors: Vec<declarative::DeclarativeError>| {
         eprintln!("Error: {} problem(s) found:", errors.len());
         for error in errors {
@@ -75,7 +84,7 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exi
         }
     }
     let entities = declarative::resolve(&content, schemas, now()).map_err(report)?;
-    Ok((content, entities))
+    Ok((content, entities, substituted.into_inner()))
 }
 
 pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
@@ -83,7 +92,7 @@ pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
         eprintln!("Error: {e}");
         Exit(1)
     })?;
-    let (_, entities) = load(files, &schemas)?;
+    let (_, entities, _) = load(files, &schemas)?;
     println!(
         "valid: {} services, {} routes, {} consumers, {} plugins",
         entities.services.len(),
@@ -152,8 +161,16 @@ fn message(body: &Value) -> String {
         .map_or_else(|| body.to_string(), str::to_owned)
 }
 
+/// A computed plan: the changes, the config version they were computed against, and the
+/// secret values its rendering must not show.
+struct Planned {
+    plan: Plan,
+    version: u64,
+    secrets: Vec<String>,
+}
+
 /// Computes the plan of `files` against the Admin API's config.
-async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<String>), Exit> {
+async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
     let schemas = crate::plugins::schemas(Arc::new(crate::plugins::registry())).map_err(|e| {
         eprintln!("Error: {e}");
         Exit(1)
@@ -162,7 +179,7 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<St
     // independent, and each takes a good part of a large diff's time.
     let admin = Admin::new(admin);
     let fetch = tokio::spawn(async move { admin.snapshot().await });
-    let (content, mut target) = load(files, &schemas)?;
+    let (content, mut target, from_env) = load(files, &schemas)?;
     let (version, current) = fetch
         .await
         .map_err(|e| anyhow::anyhow!(e))
@@ -173,7 +190,12 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<(Plan, u64, Vec<St
         })?;
     diff::reconcile(&mut target, &content, &current);
     let plan = diff::diff(&current, &target, &content.select_tags);
-    Ok((plan, version, content.select_tags))
+    let secrets = crate::secrets::of_plan(&plan, &schemas, from_env);
+    Ok(Planned {
+        plan,
+        version,
+        secrets,
+    })
 }
 
 pub async fn diff_command(
@@ -181,8 +203,9 @@ pub async fn diff_command(
     admin: &AdminArgs,
     non_zero_exit_code: bool,
 ) -> Result<(), Exit> {
-    let (plan, _, _) = plan(files, admin).await?;
-    print!("{}", diff::render(&plan, std::io::stdout().is_terminal()));
+    let Planned { plan, secrets, .. } = plan(files, admin).await?;
+    let rendered = diff::render(&plan, std::io::stdout().is_terminal());
+    print!("{}", crate::secrets::mask(rendered, &secrets));
     if non_zero_exit_code && !plan.is_empty() {
         return Err(Exit(2));
     }
@@ -190,8 +213,13 @@ pub async fn diff_command(
 }
 
 pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(), Exit> {
-    let (plan, version, _) = plan(files, admin_args).await?;
-    print!("{}", diff::render(&plan, std::io::stdout().is_terminal()));
+    let Planned {
+        plan,
+        version,
+        secrets,
+    } = plan(files, admin_args).await?;
+    let rendered = diff::render(&plan, std::io::stdout().is_terminal());
+    print!("{}", crate::secrets::mask(rendered, &secrets));
     if plan.is_empty() {
         return Ok(());
     }

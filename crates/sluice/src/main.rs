@@ -12,6 +12,7 @@ mod dataplane;
 mod deck;
 mod hybrid;
 mod plugins;
+mod secrets;
 mod start;
 
 use clap::{Parser, Subcommand, ValueEnum};
