@@ -396,3 +396,63 @@ async fn tag_counts_are_bounded_and_filters_at_the_bound_work() {
     let (_, body) = kong.get("/services?tags=t1,nope").await;
     assert_eq!(body["data"], json!([]), "AND means all of them");
 }
+
+/// A client that starts a body and stops sending had no deadline on AI routes (the body is
+/// read whole first) and only the overall upstream deadline elsewhere. Now every route gives
+/// it `--client-body-timeout` between reads, then 408: Kong's body on a plain route, OpenAI's
+/// on an AI route. The upstream never sees a request on the AI route.
+#[tokio::test]
+async fn a_request_body_that_stops_arriving_gets_408_on_every_route() {
+    let up = common::upstream::start().await;
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .unwrap();
+    let kong = Sluice::start_in(common::temp_dir(), &["--client-body-timeout", "1"]).await;
+    let (status, body) = kong
+        .post(
+            "/services",
+            json!({"name": "plain", "url": format!("http://{up}")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = kong
+        .post(
+            "/services/plain/routes",
+            json!({"name": "plain", "paths": ["/plain"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = kong
+        .post("/routes", json!({"name": "ai", "paths": ["/ai"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = kong
+        .post(
+            "/routes/ai/plugins",
+            json!({"name": "ai-proxy", "config": {
+                "route_type": "llm/v1/chat",
+                "auth": {"header_name": "Authorization", "header_value": "Bearer sk-test"},
+                "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": mock.url()}},
+            }}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    kong.wait_for_proxy("/plain", 200).await;
+    mock.clear();
+
+    for (path, shape) in [("/plain", "message"), ("/ai", "error")] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"messages\":"
+        );
+        let (status, answer) = raw_http(&kong.proxy, &request).await;
+        assert!(status.contains(" 408 "), "{path}: {answer}");
+        assert!(
+            answer.contains(&format!("{{\"{shape}\"")),
+            "{path}: {answer}"
+        );
+    }
+    assert!(
+        mock.requests().is_empty(),
+        "the AI route never called the provider"
+    );
+}

@@ -19,6 +19,9 @@ pub enum RequestError {
     },
     #[error("the request body could not be read")]
     Unreadable,
+    /// The client stopped sending its body (the proxy's `client_body_timeout`).
+    #[error("the client stopped sending the request body")]
+    BodyTimeout,
     #[error("request body is larger than the {limit}-byte limit (config.max_request_body_size)")]
     TooLarge { limit: usize },
     /// A body in another route type's format (chat messages on a completions route, ...).
@@ -55,6 +58,7 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         match self {
             RequestError::TooLarge { .. } => 413,
+            RequestError::BodyTimeout => 408,
             RequestError::MethodNotAllowed { .. } => 405,
             _ => 400,
         }

@@ -588,6 +588,7 @@ impl Plugin for AiProxy {
                     return RequestError::TooLarge { limit }.into();
                 }
                 Err(BodyError::Read(_)) => return RequestError::Unreadable.into(),
+                Err(BodyError::Timeout) => return RequestError::BodyTimeout.into(),
             };
             let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
                 return RequestError::BadJson.into();

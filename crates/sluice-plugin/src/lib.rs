@@ -80,11 +80,33 @@ pub struct ProxyRequest {
     pub body: RequestBody,
 }
 
+/// The client sent nothing for the proxy's `client_body_timeout` while its request body was
+/// incomplete. It travels as the body stream's error, so whoever reads the body (a plugin
+/// buffering it, or the upstream request) can tell it from other failures and answer 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data for {0:?}")]
+pub struct ClientBodyTimeout(pub Duration);
+
+/// Whether `error` (or one of its causes) is a [`ClientBodyTimeout`].
+pub fn is_client_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<ClientBodyTimeout>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Why a body could not be buffered.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    /// The client stopped sending its body ([`ClientBodyTimeout`]).
+    #[error("the client stopped sending its request body")]
+    Timeout,
     #[error("reading the request body failed: {0}")]
     Read(BoxError),
 }
@@ -444,7 +466,13 @@ impl ProxyRequest {
             };
             let mut collected = Vec::new();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(BodyError::Read)?;
+                let frame = frame.map_err(|error| {
+                    if is_client_body_timeout(&*error) {
+                        BodyError::Timeout
+                    } else {
+                        BodyError::Read(error)
+                    }
+                })?;
                 if let Ok(data) = frame.into_data() {
                     if collected.len() + data.len() > limit {
                         return Err(BodyError::TooLarge { limit });

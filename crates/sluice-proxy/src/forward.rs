@@ -29,6 +29,21 @@ pub enum ForwardError {
     },
 }
 
+// === impl ForwardError ===
+
+impl ForwardError {
+    /// The request failed because the client stopped sending its body (its 408, not the
+    /// upstream's 502).
+    pub fn client_body_timed_out(&self) -> bool {
+        match self {
+            ForwardError::Connect(error) | ForwardError::Failed(error) => {
+                sluice_plugin::is_client_body_timeout(error)
+            }
+            _ => false,
+        }
+    }
+}
+
 pub struct Attempt<'a> {
     pub client: &'a HttpClient,
     pub upstream: &'a Upstream,

@@ -20,6 +20,7 @@ pub mod compile;
 mod forward;
 mod headers;
 mod listener;
+pub mod request_body;
 mod request_id;
 mod response_body;
 mod session;

@@ -26,6 +26,9 @@ pub struct ProxyConfig {
     /// Worker threads, each a single-threaded runtime with its own accept loop and its own
     /// upstream connection pools (default: one per core).
     pub workers: usize,
+    /// Longest wait between two reads of a request body (nginx's `client_body_timeout`);
+    /// past it the client gets 408.
+    pub client_body_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -33,6 +36,7 @@ impl Default for ProxyConfig {
         Self {
             shutdown_grace: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(2, usize::from),
+            client_body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -105,7 +109,11 @@ async fn serve_worker(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared::new(live, worker_client(60_000, true)));
+    let shared = Arc::new(Shared::new(
+        live,
+        worker_client(60_000, true),
+        config.client_body_timeout,
+    ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper drops its header read timeout: a client that sends half a request
     // head and then nothing would hold its socket forever (slowloris). 60 s, like nginx.

@@ -35,6 +35,7 @@ use crate::headers::{
     connection_has, encode_path, forwarded_headers, host_with_port, strip_hop_by_hop, strip_port,
 };
 use crate::listener::worker_client;
+use crate::request_body::ClientBody;
 use crate::request_id::RequestIds;
 use crate::response_body::{run_log, Phases, ResponseBody};
 use crate::upstream::HttpClient;
@@ -51,6 +52,7 @@ pub(crate) struct Shared {
     ids: RequestIds,
     /// For routes without a service whose upstream a plugin sets (ai-proxy).
     default_client: HttpClient,
+    client_body_timeout: Duration,
 }
 
 /// A request a route took: what the later phases need from the routing phase.
@@ -99,9 +101,10 @@ pub(crate) async fn handle(
     let session = Session::new(
         shared, started, routed, &mut parts, peer, local_port, request_id,
     );
+    let body = ClientBody::new(body, shared.client_body_timeout);
     let request = ProxyRequest {
         parts,
-        body: RequestBody::Stream(body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+        body: RequestBody::Stream(BodyExt::boxed_unsync(body)),
     };
     let (session, request) = match session.access(request).await {
         Ok(next) => next,
@@ -250,12 +253,17 @@ fn https_required(
 // === impl Shared ===
 
 impl Shared {
-    pub(crate) fn new(live: Live, default_client: HttpClient) -> Self {
+    pub(crate) fn new(
+        live: Live,
+        default_client: HttpClient,
+        client_body_timeout: Duration,
+    ) -> Self {
         Self {
             live,
             via: HeaderValue::from_static(concat!("1.1 sluice/", env!("CARGO_PKG_VERSION"))),
             ids: RequestIds::new(),
             default_client,
+            client_body_timeout,
         }
     }
 }
@@ -408,6 +416,9 @@ impl<'a> Session<'a> {
                     error = %failure,
                     "upstream request failed"
                 );
+                if failure.client_body_timed_out() {
+                    return Err(self.fail(StatusCode::REQUEST_TIMEOUT, "Request timeout"));
+                }
                 let timed_out = matches!(failure, ForwardError::Timeout);
                 Err(self.upstream_failure(timed_out))
             }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sluice_cluster::{DataPlaneOptions, Registry, TlsFiles};
 use sluice_model::Snapshot;
-use sluice_proxy::{Live, ProxyConfig};
+use sluice_proxy::Live;
 use sluice_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -147,7 +147,8 @@ pub async fn run_data_plane(
         }),
     );
     let status_server = axum::serve(status, status_app).with_graceful_shutdown(stopped());
-    let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
+    let proxy_server =
+        sluice_proxy::serve(proxy, live, crate::start::proxy_config(&args), stopped());
     let (status_result, proxy_result) = tokio::join!(status_server, proxy_server);
     status_result.context("serving the status endpoint")?;
     proxy_result.context("serving the proxy")?;

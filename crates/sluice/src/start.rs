@@ -56,6 +56,10 @@ pub struct StartArgs {
     /// credentials: use only on a trusted network.
     #[arg(long, env = "SLUICE_CLUSTER_INSECURE")]
     pub cluster_insecure: bool,
+    /// Seconds a client may pause while sending a request body before it gets 408 (nginx's
+    /// `client_body_timeout`).
+    #[arg(long, env = "SLUICE_CLIENT_BODY_TIMEOUT", default_value_t = 60)]
+    pub client_body_timeout: u64,
     /// Seconds between a data plane's pings (Kong: 30).
     #[arg(long, env = "SLUICE_CLUSTER_PING_INTERVAL", default_value_t = 30)]
     pub cluster_ping_interval: u64,
@@ -226,7 +230,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             version = store.version(),
             "sluice started"
         );
-        let proxy_server = sluice_proxy::serve(proxy, live, ProxyConfig::default(), stopped());
+        let proxy_server = sluice_proxy::serve(proxy, live, proxy_config(&args), stopped());
         let (admin_result, proxy_result) = tokio::join!(admin_server, proxy_server);
         admin_result.context("serving the Admin API")?;
         proxy_result.context("serving the proxy")?;
@@ -234,6 +238,14 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// The proxy listener's settings from the command line.
+pub fn proxy_config(args: &StartArgs) -> ProxyConfig {
+    ProxyConfig {
+        client_body_timeout: std::time::Duration::from_secs(args.client_body_timeout.max(1)),
+        ..ProxyConfig::default()
+    }
 }
 
 /// The entities of a served config that did not compile, for `/status`.
