@@ -20,12 +20,28 @@ impl Schemas {
     /// Validates `input` (a JSON object carrying `id`, `created_at` and `updated_at` minted by
     /// the caller) and builds the typed entity. Every problem is reported, not only the first.
     pub fn build<E: Entity>(&self, input: Map<String, Value>) -> Result<E, SchemaViolation> {
-        let value = self.check(E::KIND, input)?;
-        serde_json::from_value(value).map_err(|error| {
+        let value = self.validated(E::KIND, input)?;
+        let entity: E = serde_json::from_value(value).map_err(|error| {
             let mut violation = SchemaViolation::default();
             violation.entity(error.to_string());
             violation
-        })
+        })?;
+        // The compile checks take the typed entity: check it once it exists rather than
+        // deserializing the JSON a second time.
+        let mut violation = SchemaViolation::default();
+        if let Some(check) = self.compile_check() {
+            let any: &dyn std::any::Any = &entity;
+            if let Some(route) = any.downcast_ref::<Route>() {
+                check.route(route, &mut violation);
+            } else if let Some(plugin) = any.downcast_ref::<Plugin>() {
+                check.plugin(plugin, &mut violation);
+            }
+        }
+        if violation.is_empty() {
+            Ok(entity)
+        } else {
+            Err(violation)
+        }
     }
 
     /// [`Schemas::build`] for a kind known only at run time (a sync plan's change).
@@ -44,6 +60,23 @@ impl Schemas {
 
     /// Like [`Schemas::build`], but stops at the validated JSON with defaults filled.
     pub fn check(
+        &self,
+        kind: EntityKind,
+        input: Map<String, Value>,
+    ) -> Result<Value, SchemaViolation> {
+        let value = self.validated(kind, input)?;
+        let mut violation = SchemaViolation::default();
+        self.run_compile_check(kind, &value, &mut violation);
+        if violation.is_empty() {
+            Ok(value)
+        } else {
+            Err(violation)
+        }
+    }
+
+    /// Everything but the compile checks: url shorthand, defaults, sets, JSON Schema, Kong's
+    /// entity checks and the plugin cross-field checks.
+    fn validated(
         &self,
         kind: EntityKind,
         mut input: Map<String, Value>,
@@ -75,9 +108,6 @@ impl Schemas {
             EntityKind::Route => check_route(&value, &mut violation),
             EntityKind::Consumer => check_consumer(&value, &mut violation),
             EntityKind::Plugin => self.check_plugin(&mut value, &mut violation),
-        }
-        if violation.is_empty() {
-            self.run_compile_check(kind, &value, &mut violation);
         }
         if violation.is_empty() {
             Ok(value)
