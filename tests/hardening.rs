@@ -269,7 +269,10 @@ fn raw_http_blocking(proxy: &str, request: &str) -> (String, String) {
         .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    // The proxy must close the connection itself; a read timeout here means it held it.
+    stream
+        .read_to_end(&mut answer)
+        .unwrap_or_else(|error| panic!("the proxy did not close the connection: {error}"));
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer.lines().next().unwrap_or_default().to_owned();
     (status, answer)
@@ -454,5 +457,31 @@ async fn a_request_body_that_stops_arriving_gets_408_on_every_route() {
     assert!(
         mock.requests().is_empty(),
         "the AI route never called the provider"
+    );
+}
+
+/// A client that trickles its request head was closed at the header timeout without an
+/// answer; it now gets nginx's 408. An idle keep-alive connection is still closed silently.
+#[tokio::test]
+async fn a_request_head_that_stops_arriving_gets_408() {
+    let kong = Sluice::start_in(common::temp_dir(), &["--client-header-timeout", "1"]).await;
+    // Half a head, then nothing.
+    let (status, answer) = raw_http(
+        &kong.proxy,
+        "GET /anything HTTP/1.1\r\nHost: gw\r\nX-Slow: ",
+    )
+    .await;
+    assert!(status.contains(" 408 "), "{answer:?}");
+    assert!(answer.contains("Request timeout"), "{answer}");
+    // A connection that never sends anything is closed without bytes.
+    let (status, answer) = raw_http(&kong.proxy, "").await;
+    assert!(status.is_empty() && answer.is_empty(), "{answer:?}");
+    // One whole request on a keep-alive connection, then idle: one answer, no 408 after it.
+    let (status, answer) =
+        raw_http(&kong.proxy, "GET /anything HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    assert!(status.contains(" 404 "), "{answer}");
+    assert!(
+        !answer.contains(" 408 "),
+        "an idle keep-alive connection gets no 408: {answer}"
     );
 }

@@ -24,6 +24,7 @@ pub mod request_body;
 mod request_id;
 mod response_body;
 mod session;
+mod slow_client;
 mod upstream;
 
 use std::sync::Arc;

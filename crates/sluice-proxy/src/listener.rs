@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::session::{self, Shared};
+use crate::slow_client::{answer_header_timeout, Watched};
 use crate::upstream::{Clients, HttpClient};
 use crate::Live;
 
@@ -29,6 +30,9 @@ pub struct ProxyConfig {
     /// Longest wait between two reads of a request body (nginx's `client_body_timeout`);
     /// past it the client gets 408.
     pub client_body_timeout: Duration,
+    /// Longest time to receive a whole request head (nginx's `client_header_timeout`); past
+    /// it a client that started one gets 408, an idle keep-alive connection is closed.
+    pub client_header_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -37,6 +41,7 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(10),
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             client_body_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -120,7 +125,7 @@ async fn serve_worker(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60));
+        .header_read_timeout(config.client_header_timeout);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -144,6 +149,16 @@ async fn serve_worker(
         };
         let _ = stream.set_nodelay(true);
         let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+        // A duplicate of the socket, for the 408 hyper cannot send (see `slow_client`).
+        let spare = {
+            use std::os::fd::AsFd;
+            stream
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(std::net::TcpStream::from)
+        };
+        let (stream, observed) = Watched::new(stream, config.client_header_timeout);
         let shared = shared.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let shared = shared.clone();
@@ -155,7 +170,11 @@ async fn serve_worker(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
-                tracing::debug!(%error, "proxy connection ended with an error");
+                if answer_header_timeout(&*error, &observed, spare) {
+                    tracing::debug!(%peer, "request head not received in time; answered 408");
+                } else {
+                    tracing::debug!(%error, "proxy connection ended with an error");
+                }
             }
         });
     }

@@ -60,6 +60,10 @@ pub struct StartArgs {
     /// `client_body_timeout`).
     #[arg(long, env = "SLUICE_CLIENT_BODY_TIMEOUT", default_value_t = 60)]
     pub client_body_timeout: u64,
+    /// Seconds a client has to send a whole request head before it gets 408 (nginx's
+    /// `client_header_timeout`).
+    #[arg(long, env = "SLUICE_CLIENT_HEADER_TIMEOUT", default_value_t = 60)]
+    pub client_header_timeout: u64,
     /// Seconds between a data plane's pings (Kong: 30).
     #[arg(long, env = "SLUICE_CLUSTER_PING_INTERVAL", default_value_t = 30)]
     pub cluster_ping_interval: u64,
@@ -244,6 +248,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 pub fn proxy_config(args: &StartArgs) -> ProxyConfig {
     ProxyConfig {
         client_body_timeout: std::time::Duration::from_secs(args.client_body_timeout.max(1)),
+        client_header_timeout: std::time::Duration::from_secs(args.client_header_timeout.max(1)),
         ..ProxyConfig::default()
     }
 }
