@@ -420,3 +420,47 @@ routes:
     assert!(diff.contains("[masked]"), "{diff}");
     common::remove_dir(&dir);
 }
+
+/// `dump` writes a `{vault://...}` reference as it was stored, never a resolved value, and the
+/// dumped file diffs clean against the node.
+#[tokio::test]
+async fn dump_keeps_vault_references_as_stored() {
+    let node = Sluice::start().await;
+    let dir = common::temp_dir();
+    let file = write(
+        &dir,
+        "vault.yaml",
+        r#"_format_version: "3.0"
+routes:
+  - name: ai
+    paths: [/ai]
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          auth: {header_name: Authorization, header_value: "{vault://env/openai-key}"}
+          model: {provider: openai, name: gpt-4o}
+"#,
+    );
+    let out = run(
+        Some(&node),
+        &["sync", &file],
+        &[("OPENAI_KEY", "sk-resolved-never-shown")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dumped = dir.join("dumped.yaml").display().to_string();
+    let out = run(Some(&node), &["dump", "-o", &dumped], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&dumped).unwrap();
+    assert!(text.contains("{vault://env/openai-key}"), "{text}");
+    assert!(!text.contains("sk-resolved"), "{text}");
+    let out = run(Some(&node), &["diff", &dumped, "--non-zero-exit-code"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    common::remove_dir(&dir);
+}

@@ -261,3 +261,65 @@ async fn a_corrupt_cache_is_ignored_with_a_logged_reason() {
         "nothing is served from a corrupt cache"
     );
 }
+
+/// A data plane handed a config with an entity it cannot compile (here: a plugin row edited
+/// in the control plane's database, as an older or newer control plane could write) serves
+/// the rest, fails that plugin's route closed, and says so on its status listener.
+#[tokio::test]
+async fn a_data_plane_reports_what_it_cannot_serve_and_serves_the_rest() {
+    let up = upstream::start().await;
+    let cluster = Cluster::new();
+    let cp = cluster.control_plane().await;
+    let dp = cluster.data_plane("dp", &cluster.cert, &cluster.key).await;
+    let file = cluster.dir.join("kong.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "_format_version: \"3.0\"\nservices:\n  - name: echo\n    url: http://{up}\n    routes:\n      - name: good\n        paths: [\"/good\"]\n      - name: limited\n        paths: [\"/limited\"]\n        plugins:\n          - name: rate-limiting\n            config: {{minute: 100}}\n"
+        ),
+    )
+    .unwrap();
+    sync(&cp, &file);
+    eventually("the data plane serves both routes", || async {
+        status(&dp, "/good").await == 200 && status(&dp, "/limited").await == 200
+    })
+    .await;
+
+    // Edit the plugin into one this data plane cannot run, past the Admin API's checks.
+    let cp_dir = cp.stop_keep();
+    let edited = Command::new("sqlite3")
+        .arg(cp_dir.join("cp.db"))
+        .arg(
+            "UPDATE plugins SET body = json_set(body, '$.config.policy', 'redis');
+             UPDATE config_version SET version = version + 1;",
+        )
+        .output();
+    match edited {
+        Ok(out) => assert!(out.status.success(), "{out:?}"),
+        Err(error) => {
+            println!("skipped: the sqlite3 command is not available ({error})");
+            return;
+        }
+    }
+    let _cp = cluster.control_plane().await;
+    eventually("the faulty plugin's route fails closed", || async {
+        status(&dp, "/limited").await == 503
+    })
+    .await;
+    assert_eq!(status(&dp, "/good").await, 200, "the rest is served");
+    let (_, body) = dp.get("/status").await;
+    let faults = body["configuration_faults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(faults.len(), 1, "{body}");
+    assert_eq!(faults[0]["entity"], "plugin", "{body}");
+    assert!(
+        faults[0]["message"].as_str().unwrap().contains("policy"),
+        "the reason is given: {body}"
+    );
+    assert!(
+        body["refused_configuration"].is_null(),
+        "nothing was refused whole: {body}"
+    );
+}
