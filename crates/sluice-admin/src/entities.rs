@@ -20,9 +20,9 @@ use crate::body::{self, Input};
 use crate::error::ApiError;
 use crate::AdminState;
 
-/// Most tags one list filter may name (Kong sets no number; the cost of a filter grows with
-/// it, so Sluice bounds it).
-pub const MAX_FILTER_TAGS: usize = 100;
+/// Most tags one list filter may name: Kong's limit (`kong/db/dao/init.lua`, 3.x), with its
+/// answer (400, code 11, `invalid option (tags: cannot query more than 5 tags)`).
+pub const MAX_FILTER_TAGS: usize = 5;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -228,9 +228,10 @@ async fn list_scoped<E: Stored>(
             ))
         }
         Some(tags) if tags.split([',', '/']).nth(MAX_FILTER_TAGS).is_some() => {
-            return Err(ApiError::BadRequest(format!(
-                "invalid option (tags: a filter may name at most {MAX_FILTER_TAGS} tags)"
-            )))
+            return Err(ApiError::InvalidOption {
+                option: "tags",
+                reason: "cannot query more than 5 tags",
+            })
         }
         Some(tags) if tags.contains('/') => {
             TagFilter::Any(tags.split('/').map(str::to_owned).collect())

@@ -22,6 +22,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("size must be an integer between 1 and 1000")]
     InvalidSize,
+    /// Kong's `INVALID_OPTIONS` (code 11) for one option: `invalid option (tags: ...)`.
+    #[error("invalid option ({option}: {reason})")]
+    InvalidOption {
+        option: &'static str,
+        reason: &'static str,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("request body is larger than the {0}-byte limit")]
@@ -48,6 +54,11 @@ impl IntoResponse for ApiError {
             ApiError::InvalidSize => (
                 StatusCode::BAD_REQUEST,
                 json!({"code": 9, "name": "invalid size", "message": message}),
+            ),
+            ApiError::InvalidOption { option, reason } => (
+                StatusCode::BAD_REQUEST,
+                json!({"code": 11, "name": "invalid options", "message": message,
+                       "options": {option: reason}}),
             ),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

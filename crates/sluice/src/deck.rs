@@ -190,7 +190,10 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
         })?;
     diff::reconcile(&mut target, &content, &current);
     let plan = diff::diff(&current, &target, &content.select_tags);
-    let secrets = crate::secrets::of_plan(&plan, &schemas, from_env);
+    // decK masks every DECK_ variable's value; the values the files read are among them.
+    let mut env_values = crate::secrets::deck_env_values();
+    env_values.extend(from_env);
+    let secrets = crate::secrets::of_plan(&plan, &schemas, env_values);
     Ok(Planned {
         plan,
         version,
