@@ -46,9 +46,7 @@ fn now() -> i64 {
 }
 
 /// Reads, parses and validates the files. Prints every problem with file, line and path.
-/// Also returns the values the files took from the environment (`${{ env "DECK_..." }}`), so
-/// that output can mask them.
-fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities, Vec<String>), Exit> {
+fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exit> {
     let mut sources = Vec::with_capacity(files.files.len());
     for path in &files.files {
         match std::fs::read_to_string(path) {
@@ -62,14 +60,7 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities, Vec<
             }
         }
     }
-    let substituted = std::cell::RefCell::new(Vec::new());
-    let env = |name: &str| {
-        let value = std::env::var(name).ok();
-        if let Some(value) = &value {
-            substituted.borrow_mut().push(value.clone());
-        }
-        value
-    };
+    let env = |name: &str| std::env::var(name).ok();
     let report = |errors: Vec<declarative::DeclarativeError>| {
         eprintln!("Error: {} problem(s) found:", errors.len());
         for error in errors {
@@ -84,7 +75,7 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities, Vec<
         }
     }
     let entities = declarative::resolve(&content, schemas, now()).map_err(report)?;
-    Ok((content, entities, substituted.into_inner()))
+    Ok((content, entities))
 }
 
 pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
@@ -92,7 +83,7 @@ pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
         eprintln!("Error: {e}");
         Exit(1)
     })?;
-    let (_, entities, _) = load(files, &schemas)?;
+    let (_, entities) = load(files, &schemas)?;
     println!(
         "valid: {} services, {} routes, {} consumers, {} plugins",
         entities.services.len(),
@@ -116,25 +107,9 @@ impl Admin {
         }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// `GET path`, its body read as `T`; a non-2xx answer is an error with Kong's message.
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Admin API at {}", self.base))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("GET {path} answered {status}: {}", message(&body));
-        }
-        Ok(body)
-    }
-
-    /// The current config and its version.
-    async fn snapshot(&self) -> anyhow::Result<(u64, Entities)> {
-        let url = format!("{}/sluice/snapshot", self.base);
         let response = self
             .client
             .get(&url)
@@ -144,12 +119,17 @@ impl Admin {
         let status = response.status();
         if !status.is_success() {
             let body: Value = response.json().await.unwrap_or(Value::Null);
-            bail!("GET /sluice/snapshot answered {status}: {}", message(&body));
+            bail!("GET {path} answered {status}: {}", message(&body));
         }
-        let body: SnapshotBody = response
+        response
             .json()
             .await
-            .context("reading the config snapshot")?;
+            .with_context(|| format!("reading the answer to GET {path}"))
+    }
+
+    /// The current config and its version.
+    async fn snapshot(&self) -> anyhow::Result<(u64, Entities)> {
+        let body: SnapshotBody = self.get("/sluice/snapshot").await?;
         let snapshot = Snapshot::from(body);
         Ok((snapshot.version, snapshot.entities))
     }
@@ -179,7 +159,7 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
     // independent, and each takes a good part of a large diff's time.
     let admin = Admin::new(admin);
     let fetch = tokio::spawn(async move { admin.snapshot().await });
-    let (content, mut target, from_env) = load(files, &schemas)?;
+    let (content, mut target) = load(files, &schemas)?;
     let (version, current) = fetch
         .await
         .map_err(|e| anyhow::anyhow!(e))
@@ -190,10 +170,9 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
         })?;
     diff::reconcile(&mut target, &content, &current);
     let plan = diff::diff(&current, &target, &content.select_tags);
-    // decK masks every DECK_ variable's value; the values the files read are among them.
-    let mut env_values = crate::secrets::deck_env_values();
-    env_values.extend(from_env);
-    let secrets = crate::secrets::of_plan(&plan, &schemas, env_values);
+    // decK masks every DECK_ variable's value (templates read only those, so the values the
+    // files took are among them).
+    let secrets = crate::secrets::of_plan(&plan, &schemas, crate::secrets::deck_env_values());
     Ok(Planned {
         plan,
         version,
@@ -311,7 +290,7 @@ pub async fn dump(
 
 pub async fn ping(admin_args: &AdminArgs) -> Result<(), Exit> {
     let admin = Admin::new(admin_args);
-    match admin.get("/").await {
+    match admin.get::<Value>("/").await {
         Ok(root) => {
             println!("Successfully connected to Sluice!");
             println!(
