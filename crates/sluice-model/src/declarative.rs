@@ -11,7 +11,7 @@
 //!    field at the field's own line, with the same message the Admin API gives.
 //!
 //! The rules are decK's (Kong/go-database-reconciler `pkg/file`), with three deliberate
-//! differences: entities Sluice does not have (upstreams, certificates, credentials, ...) are
+//! differences: entities Sluice does not have (upstreams, certificates, JWT secrets, ...) are
 //! refused by name rather than ignored; a reference must point at an entity in the files, as
 //! there is no gateway state to look it up in; and an entity without an `id` gets a UUIDv5
 //! derived from its name (decK asks the gateway, or picks a random one), so loading an
@@ -93,6 +93,16 @@ pub struct FRoute {
 pub struct FConsumer {
     pub fields: Map<String, Value>,
     pub plugins: Vec<FPlugin>,
+    /// `keyauth_credentials`, `basicauth_credentials` and `acls`, in that order.
+    pub credentials: Vec<FCredential>,
+    pub source: Source,
+}
+
+/// A credential as written under its consumer (`keyauth_credentials[0]`); `kind` says which.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FCredential {
+    pub kind: crate::entity::EntityKind,
+    pub fields: Map<String, Value>,
     pub source: Source,
 }
 

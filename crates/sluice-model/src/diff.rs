@@ -54,15 +54,23 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::declarative::{Content, Entities, FPlugin, ID_NAMESPACE};
-use crate::entity::{AnyEntity, Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
+use crate::entity::{
+    Acl, AnyEntity, BasicAuth, Consumer, Entity, EntityKind, ForeignKey, KeyAuth, Plugin, Route,
+    Service,
+};
 
 /// decK's dependency order, from `pkg/diff/order.go` restricted to Sluice's kinds: level 0
-/// consumers; 1 services; 2 routes; 3 plugins. Creates and updates walk it top-down, so a
+/// consumers; 1 services and the consumers' credentials; 2 routes; 3 plugins. Creates and updates walk it top-down, so a
 /// route's service exists before the route; deletes walk it bottom-up, so a plugin goes before
 /// the route it is scoped to. Kinds in one level do not depend on each other.
 pub const DEPENDENCY_ORDER: &[&[EntityKind]] = &[
     &[EntityKind::Consumer],
-    &[EntityKind::Service],
+    &[
+        EntityKind::Service,
+        EntityKind::KeyAuth,
+        EntityKind::BasicAuth,
+        EntityKind::Acl,
+    ],
     &[EntityKind::Route],
     &[EntityKind::Plugin],
 ];
@@ -160,6 +168,7 @@ struct ExplicitIds {
     routes: HashSet<Uuid>,
     consumers: HashSet<Uuid>,
     plugins: HashSet<Uuid>,
+    credentials: HashSet<Uuid>,
 }
 
 /// What entities are called in labels, by id, for naming a plugin's scope.
@@ -233,6 +242,13 @@ pub fn reconcile(target: &mut Entities, content: &Content, current: &Entities) {
     for plugin in &mut target.plugins {
         remap(&mut plugin.consumer, &consumer_ids);
     }
+    reconcile_credentials(
+        target,
+        current,
+        &consumer_ids,
+        &explicit.credentials,
+        select_tags,
+    );
 
     let service_ids = assign(
         &mut target.services,
@@ -264,6 +280,67 @@ pub fn reconcile(target: &mut Entities, content: &Content, current: &Entities) {
         &explicit.plugins,
         select_tags,
     );
+}
+
+/// The credentials follow their consumer's final id; then they match by key, username, or
+/// (consumer, group). A basic-auth password is hashed with the consumer's id, so it is hashed
+/// again once that id is final, unless the file carries the stored hash itself (a dump).
+fn reconcile_credentials(
+    target: &mut Entities,
+    current: &Entities,
+    consumer_ids: &HashMap<Uuid, Uuid>,
+    explicit: &HashSet<Uuid>,
+    select_tags: &[String],
+) {
+    let remap_owner = |key: &mut ForeignKey| {
+        if let Some(id) = consumer_ids.get(&key.id) {
+            key.id = *id;
+        }
+    };
+    target
+        .keyauth_credentials
+        .iter_mut()
+        .for_each(|c| remap_owner(&mut c.consumer));
+    target
+        .basicauth_credentials
+        .iter_mut()
+        .for_each(|c| remap_owner(&mut c.consumer));
+    target
+        .acls
+        .iter_mut()
+        .for_each(|c| remap_owner(&mut c.consumer));
+    assign(
+        &mut target.keyauth_credentials,
+        &current.keyauth_credentials,
+        explicit,
+        select_tags,
+    );
+    assign(
+        &mut target.basicauth_credentials,
+        &current.basicauth_credentials,
+        explicit,
+        select_tags,
+    );
+    assign(&mut target.acls, &current.acls, explicit, select_tags);
+    let stored: HashMap<Uuid, &BasicAuth> = current
+        .basicauth_credentials
+        .iter()
+        .map(|c| (c.id, c))
+        .collect();
+    for credential in &mut target.basicauth_credentials {
+        let Some(written) = credential.password_as_written.as_deref() else {
+            continue;
+        };
+        let stored = stored.get(&credential.id);
+        credential.password = match stored {
+            Some(stored)
+                if stored.password == written && stored.consumer == credential.consumer =>
+            {
+                stored.password.clone()
+            }
+            _ => crate::credentials::hash_password(written, credential.consumer.id),
+        };
+    }
 }
 
 /// The plan that turns `current` into `target` (call [`reconcile`] first, or every entity the
@@ -308,6 +385,30 @@ pub fn diff(current: &Entities, target: &Entities, select_tags: &[String]) -> Pl
     compare(
         &current.plugins,
         &target.plugins,
+        select_tags,
+        names,
+        &mut upserts,
+        &mut deletes,
+    );
+    compare(
+        &current.keyauth_credentials,
+        &target.keyauth_credentials,
+        select_tags,
+        names,
+        &mut upserts,
+        &mut deletes,
+    );
+    compare(
+        &current.basicauth_credentials,
+        &target.basicauth_credentials,
+        select_tags,
+        names,
+        &mut upserts,
+        &mut deletes,
+    );
+    compare(
+        &current.acls,
+        &target.acls,
         select_tags,
         names,
         &mut upserts,
@@ -530,6 +631,53 @@ impl Diffable for Plugin {
         }
     }
 }
+
+/// A credential's label: what identifies it (the id for a key, which is a secret) and its
+/// consumer, as in `admins for consumer alice`.
+fn credential_label(what: &str, consumer: Uuid, names: &Names) -> String {
+    format!(
+        "{what} for consumer {}",
+        name_of(&names.consumers, consumer)
+    )
+}
+
+macro_rules! credential_diffable {
+    ($ty:ident, |$c:ident| $keys:expr, |$l:ident| $label:expr) => {
+        impl Diffable for $ty {
+            fn match_keys(&self) -> Vec<String> {
+                let $c = self;
+                $keys
+            }
+
+            fn set_id(&mut self, id: Uuid) {
+                self.id = id;
+            }
+
+            fn set_created_at(&mut self, created_at: i64) {
+                self.created_at = created_at;
+            }
+
+            fn label(&self, names: &Names) -> String {
+                let $l = self;
+                credential_label(&$label, self.consumer.id, names)
+            }
+        }
+    };
+}
+
+credential_diffable!(KeyAuth, |c| vec![format!("key:{}", c.key)], |c| c
+    .id
+    .to_string());
+credential_diffable!(
+    BasicAuth,
+    |c| vec![format!("username:{}", c.username)],
+    |c| c.username.clone()
+);
+credential_diffable!(
+    Acl,
+    |c| vec![format!("{}:{}", c.consumer.id, c.group)],
+    |c| c.group.clone()
+);
 
 // === impl Names ===
 
@@ -792,6 +940,9 @@ fn explicit_ids(content: &Content) -> ExplicitIds {
     for consumer in &content.consumers {
         ids.consumers.extend(explicit_id(&consumer.fields));
         add_plugin_ids(&mut ids.plugins, &consumer.plugins);
+        for credential in &consumer.credentials {
+            ids.credentials.extend(explicit_id(&credential.fields));
+        }
     }
     add_plugin_ids(&mut ids.plugins, &content.plugins);
     ids

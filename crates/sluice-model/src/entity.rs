@@ -1,4 +1,5 @@
-//! Domain types for the four Kong core entities Sluice stores.
+//! Domain types for the Kong entities Sluice stores: the four core entities and the consumer
+//! credentials of the auth plugins (key-auth keys, basic-auth passwords, ACL groups).
 //!
 //! These are the canonical, validated form: every field Kong has, defaults filled, unset
 //! optional fields as `None` (rendered as JSON `null`, as Kong renders them). They are produced
@@ -19,6 +20,11 @@ pub enum EntityKind {
     Service,
     Route,
     Plugin,
+    #[serde(rename = "key-auth")]
+    KeyAuth,
+    #[serde(rename = "basic-auth")]
+    BasicAuth,
+    Acl,
 }
 
 /// A foreign key as Kong renders it: `{"id": "<uuid>"}`.
@@ -132,6 +138,46 @@ pub struct Plugin {
     pub tags: Option<Vec<String>>,
 }
 
+/// A key-auth credential (Kong's `keyauth_credentials`): one API key of a consumer. Kong keeps
+/// keys in clear (they are looked up on every request); so does Sluice, in a file only its
+/// owner can read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyAuth {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub consumer: ForeignKey,
+    pub key: String,
+    /// Seconds after `created_at` when the key stops authenticating.
+    pub ttl: Option<u32>,
+    pub tags: Option<Vec<String>>,
+}
+
+/// A basic-auth credential (Kong's `basicauth_credentials`). `password` is the hash Kong
+/// stores ([`crate::credentials::hash_password`]), never the password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BasicAuth {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub consumer: ForeignKey,
+    pub username: String,
+    pub password: String,
+    pub tags: Option<Vec<String>>,
+    /// The password as the input gave it, before hashing (never serialized): lets a sync of a
+    /// dumped file, which carries the stored hash, match the stored credential.
+    #[serde(skip)]
+    pub password_as_written: Option<String>,
+}
+
+/// An ACL group membership of a consumer (Kong's `acls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acl {
+    pub id: Uuid,
+    pub created_at: i64,
+    pub consumer: ForeignKey,
+    pub group: String,
+    pub tags: Option<Vec<String>>,
+}
+
 /// One entity of any kind, as a sync plan's change carries it. Serialized as the entity
 /// alone (its kind travels beside it, in the change).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -141,6 +187,9 @@ pub enum AnyEntity {
     Route(Route),
     Consumer(Consumer),
     Plugin(Plugin),
+    KeyAuth(KeyAuth),
+    BasicAuth(BasicAuth),
+    Acl(Acl),
 }
 
 /// What every stored entity offers to generic code (store, Admin API).
@@ -152,25 +201,65 @@ pub trait Entity: Serialize + for<'de> Deserialize<'de> + Clone + Send + Sync + 
     /// The value of the entity's endpoint key (name, username, instance_name), if set.
     fn endpoint_key(&self) -> Option<&str>;
     fn into_any(self) -> AnyEntity;
+    /// The consumer a credential belongs to (`None` for the core entities).
+    fn owner(&self) -> Option<Uuid> {
+        None
+    }
+    /// After an update built from a stored entity: keeps what the update did not give again
+    /// and cannot be read back (a basic-auth password hash, which hashing again would break).
+    fn keep_secrets_of(
+        &mut self,
+        _stored: &Self,
+        _input: &serde_json::Map<String, serde_json::Value>,
+    ) {
+    }
 }
 
 // === impl EntityKind ===
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 4] = [
+    pub const ALL: [EntityKind; 7] = [
         EntityKind::Consumer,
         EntityKind::Service,
         EntityKind::Route,
         EntityKind::Plugin,
+        EntityKind::KeyAuth,
+        EntityKind::BasicAuth,
+        EntityKind::Acl,
     ];
 
-    /// The Admin API collection and table name (`services`, ...).
+    /// The consumer credentials, which live under a consumer.
+    pub const CREDENTIALS: [EntityKind; 3] =
+        [EntityKind::KeyAuth, EntityKind::BasicAuth, EntityKind::Acl];
+
+    /// The table name, which is also Kong's DAO name and decK's key (`keyauth_credentials`).
     pub fn collection(self) -> &'static str {
         match self {
             EntityKind::Service => "services",
             EntityKind::Route => "routes",
             EntityKind::Consumer => "consumers",
             EntityKind::Plugin => "plugins",
+            EntityKind::KeyAuth => "keyauth_credentials",
+            EntityKind::BasicAuth => "basicauth_credentials",
+            EntityKind::Acl => "acls",
+        }
+    }
+
+    /// The Admin API's top-level collection (`/key-auths`).
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            EntityKind::KeyAuth => "key-auths",
+            EntityKind::BasicAuth => "basic-auths",
+            other => other.collection(),
+        }
+    }
+
+    /// The collection under a consumer (`/consumers/{c}/key-auth`), as Kong names it.
+    pub fn nested_endpoint(self) -> &'static str {
+        match self {
+            EntityKind::KeyAuth => "key-auth",
+            EntityKind::BasicAuth => "basic-auth",
+            other => other.collection(),
         }
     }
 
@@ -181,6 +270,9 @@ impl EntityKind {
             EntityKind::Route => "route",
             EntityKind::Consumer => "consumer",
             EntityKind::Plugin => "plugin",
+            EntityKind::KeyAuth => "key-auth",
+            EntityKind::BasicAuth => "basic-auth",
+            EntityKind::Acl => "acl-group",
         }
     }
 
@@ -188,9 +280,20 @@ impl EntityKind {
     pub fn endpoint_key(self) -> &'static str {
         match self {
             EntityKind::Service | EntityKind::Route => "name",
-            EntityKind::Consumer => "username",
+            EntityKind::Consumer | EntityKind::BasicAuth => "username",
             EntityKind::Plugin => "instance_name",
+            EntityKind::KeyAuth => "key",
+            EntityKind::Acl => "group",
         }
+    }
+
+    /// Whether the entity has `updated_at` (Kong's credentials do not).
+    pub fn has_updated_at(self) -> bool {
+        !self.is_credential()
+    }
+
+    pub fn is_credential(self) -> bool {
+        Self::CREDENTIALS.contains(&self)
     }
 
     pub fn from_collection(name: &str) -> Option<Self> {
@@ -246,6 +349,67 @@ entity_impl!(Route, EntityKind::Route, name);
 entity_impl!(Consumer, EntityKind::Consumer, username);
 entity_impl!(Plugin, EntityKind::Plugin, instance_name);
 
+macro_rules! credential_impl {
+    ($ty:ident, $kind:expr, $key:ident) => {
+        impl Entity for $ty {
+            const KIND: EntityKind = $kind;
+            fn id(&self) -> Uuid {
+                self.id
+            }
+            fn created_at(&self) -> i64 {
+                self.created_at
+            }
+            fn tags(&self) -> Option<&[String]> {
+                self.tags.as_deref()
+            }
+            fn endpoint_key(&self) -> Option<&str> {
+                Some(&self.$key)
+            }
+            fn into_any(self) -> AnyEntity {
+                AnyEntity::$ty(self)
+            }
+            fn owner(&self) -> Option<Uuid> {
+                Some(self.consumer.id)
+            }
+            credential_impl!(@secrets $ty);
+        }
+    };
+    (@secrets BasicAuth) => {
+        fn keep_secrets_of(&mut self, stored: &Self, input: &serde_json::Map<String, serde_json::Value>) {
+            if !input.contains_key("password") && self.consumer == stored.consumer {
+                self.password = stored.password.clone();
+            }
+        }
+    };
+    (@secrets $ty:ident) => {};
+}
+
+credential_impl!(KeyAuth, EntityKind::KeyAuth, key);
+credential_impl!(BasicAuth, EntityKind::BasicAuth, username);
+credential_impl!(Acl, EntityKind::Acl, group);
+
+/// Two basic-auth credentials are the same when their stored fields are (the password as
+/// written is only input).
+impl PartialEq for BasicAuth {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.id,
+            self.created_at,
+            self.consumer,
+            &self.username,
+            &self.password,
+            &self.tags,
+        ) == (
+            other.id,
+            other.created_at,
+            other.consumer,
+            &other.username,
+            &other.password,
+            &other.tags,
+        )
+    }
+}
+
 // === impl AnyEntity ===
 
 impl AnyEntity {
@@ -255,6 +419,9 @@ impl AnyEntity {
             AnyEntity::Route(_) => EntityKind::Route,
             AnyEntity::Consumer(_) => EntityKind::Consumer,
             AnyEntity::Plugin(_) => EntityKind::Plugin,
+            AnyEntity::KeyAuth(_) => EntityKind::KeyAuth,
+            AnyEntity::BasicAuth(_) => EntityKind::BasicAuth,
+            AnyEntity::Acl(_) => EntityKind::Acl,
         }
     }
 
@@ -264,6 +431,9 @@ impl AnyEntity {
             AnyEntity::Route(e) => e.id,
             AnyEntity::Consumer(e) => e.id,
             AnyEntity::Plugin(e) => e.id,
+            AnyEntity::KeyAuth(e) => e.id,
+            AnyEntity::BasicAuth(e) => e.id,
+            AnyEntity::Acl(e) => e.id,
         }
     }
 
@@ -275,7 +445,22 @@ impl AnyEntity {
             EntityKind::Route => AnyEntity::Route(serde_json::from_value(value)?),
             EntityKind::Consumer => AnyEntity::Consumer(serde_json::from_value(value)?),
             EntityKind::Plugin => AnyEntity::Plugin(serde_json::from_value(value)?),
+            EntityKind::KeyAuth => AnyEntity::KeyAuth(serde_json::from_value(value)?),
+            EntityKind::BasicAuth => AnyEntity::BasicAuth(serde_json::from_value(value)?),
+            EntityKind::Acl => AnyEntity::Acl(serde_json::from_value(value)?),
         })
+    }
+}
+
+// === impl Acl ===
+
+impl Acl {
+    /// Kong's cache key of an ACL: one row per (consumer, group).
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{{consumer={{id=\"{}\"}},group=\"{}\"}}",
+            self.consumer.id, self.group
+        )
     }
 }
 
@@ -309,6 +494,13 @@ pub struct Entities {
     pub routes: Vec<Route>,
     pub consumers: Vec<Consumer>,
     pub plugins: Vec<Plugin>,
+    /// Credentials; absent in a snapshot from a build before they existed.
+    #[serde(default)]
+    pub keyauth_credentials: Vec<KeyAuth>,
+    #[serde(default)]
+    pub basicauth_credentials: Vec<BasicAuth>,
+    #[serde(default)]
+    pub acls: Vec<Acl>,
 }
 
 /// Everything in a config at one version: what a data plane compiles.

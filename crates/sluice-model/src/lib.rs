@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`compile_check`]: the seam through which the data plane's compile checks run at write
 //!   time.
+//! - [`credentials`]: Kong's basic-auth password hash and API key generation.
 //! - [`declarative`]: decK files (YAML) in and out: parsing, references, validation.
 //! - [`diff`]: the sync plan: matching file entities to stored ones, the changes, decK's output.
 //! - [`entity`]: the typed, validated entities.
@@ -13,6 +14,7 @@
 //! - [`wire`]: the bodies of Sluice's own sync and snapshot endpoints (server and CLI).
 
 pub mod compile_check;
+pub mod credentials;
 pub mod declarative;
 pub mod diff;
 pub mod entity;
@@ -24,8 +26,8 @@ pub mod wire;
 
 pub use compile_check::CompileCheck;
 pub use entity::{
-    AnyEntity, CidrPort, Consumer, Entities, Entity, EntityKind, ForeignKey, PathHandling, Plugin,
-    Protocol, Route, Service, Snapshot,
+    Acl, AnyEntity, BasicAuth, CidrPort, Consumer, Entities, Entity, EntityKind, ForeignKey,
+    KeyAuth, PathHandling, Plugin, Protocol, Route, Service, Snapshot,
 };
 pub use schema::{CompiledSchema, PluginSchema, SchemaLoadError, Schemas};
 pub use violation::SchemaViolation;

@@ -16,7 +16,7 @@ use crate::entity::EntityKind;
 use crate::violation::SchemaViolation;
 
 /// Entity schemas, embedded from `schemas/`.
-const ENTITY_SCHEMAS: [(EntityKind, &str); 4] = [
+const ENTITY_SCHEMAS: [(EntityKind, &str); 7] = [
     (
         EntityKind::Service,
         include_str!("../../../schemas/service.json"),
@@ -33,6 +33,15 @@ const ENTITY_SCHEMAS: [(EntityKind, &str); 4] = [
         EntityKind::Plugin,
         include_str!("../../../schemas/plugin.json"),
     ),
+    (
+        EntityKind::KeyAuth,
+        include_str!("../../../schemas/keyauth_credential.json"),
+    ),
+    (
+        EntityKind::BasicAuth,
+        include_str!("../../../schemas/basicauth_credential.json"),
+    ),
+    (EntityKind::Acl, include_str!("../../../schemas/acl.json")),
 ];
 
 /// Every plugin Sluice knows, embedded from `schemas/plugins/`. A plugin name not listed here

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::entity::{AnyEntity, Entity, EntityKind, Plugin, Route};
+use crate::entity::{AnyEntity, BasicAuth, Entity, EntityKind, Plugin, Route};
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
@@ -20,12 +20,24 @@ impl Schemas {
     /// Validates `input` (a JSON object carrying `id`, `created_at` and `updated_at` minted by
     /// the caller) and builds the typed entity. Every problem is reported, not only the first.
     pub fn build<E: Entity>(&self, input: Map<String, Value>) -> Result<E, SchemaViolation> {
+        let written_password = match E::KIND {
+            EntityKind::BasicAuth => input
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        };
         let value = self.validated(E::KIND, input)?;
-        let entity: E = serde_json::from_value(value).map_err(|error| {
+        let mut entity: E = serde_json::from_value(value).map_err(|error| {
             let mut violation = SchemaViolation::default();
             violation.entity(error.to_string());
             violation
         })?;
+        if let Some(credential) =
+            (&mut entity as &mut dyn std::any::Any).downcast_mut::<BasicAuth>()
+        {
+            credential.password_as_written = written_password;
+        }
         // The compile checks take the typed entity: check it once it exists rather than
         // deserializing the JSON a second time.
         let mut violation = SchemaViolation::default();
@@ -55,6 +67,9 @@ impl Schemas {
             EntityKind::Route => AnyEntity::Route(self.build(input)?),
             EntityKind::Consumer => AnyEntity::Consumer(self.build(input)?),
             EntityKind::Plugin => AnyEntity::Plugin(self.build(input)?),
+            EntityKind::KeyAuth => AnyEntity::KeyAuth(self.build(input)?),
+            EntityKind::BasicAuth => AnyEntity::BasicAuth(self.build(input)?),
+            EntityKind::Acl => AnyEntity::Acl(self.build(input)?),
         })
     }
 
@@ -85,6 +100,13 @@ impl Schemas {
         if kind == EntityKind::Service {
             expand_service_url(&mut input, &mut violation);
         }
+        if kind == EntityKind::KeyAuth && input.get("key").is_none_or(Value::is_null) {
+            // Kong generates a key when none is given.
+            input.insert(
+                "key".to_owned(),
+                Value::String(crate::credentials::generate_key()),
+            );
+        }
         let mut value = Value::Object(input);
         let schema = self.entity(kind);
         schema.fill_defaults(&mut value);
@@ -108,6 +130,8 @@ impl Schemas {
             EntityKind::Route => check_route(&value, &mut violation),
             EntityKind::Consumer => check_consumer(&value, &mut violation),
             EntityKind::Plugin => self.check_plugin(&mut value, &mut violation),
+            EntityKind::BasicAuth => hash_basic_auth(&mut value, &violation),
+            EntityKind::KeyAuth | EntityKind::Acl => {}
         }
         if violation.is_empty() {
             Ok(value)
@@ -128,7 +152,7 @@ impl Schemas {
             EntityKind::Plugin => {
                 Plugin::deserialize(value).map(|plugin| check.plugin(&plugin, violation))
             }
-            EntityKind::Service | EntityKind::Consumer => Ok(()),
+            _ => Ok(()),
         };
         if let Err(error) = typed {
             violation.entity(error.to_string());
@@ -480,6 +504,22 @@ fn check_consumer(value: &Value, violation: &mut SchemaViolation) {
     let present = |f: &str| value[f].as_str().is_some_and(|s| !s.is_empty());
     if !present("username") && !present("custom_id") {
         violation.entity("at least one of these fields must be non-empty: 'custom_id', 'username'");
+    }
+}
+
+// === credentials ===
+
+/// Replaces a valid basic-auth input's password with the hash Kong stores.
+fn hash_basic_auth(value: &mut Value, violation: &SchemaViolation) {
+    if !violation.is_empty() {
+        return;
+    }
+    let consumer = value["consumer"]["id"]
+        .as_str()
+        .and_then(|id| id.parse::<uuid::Uuid>().ok());
+    if let (Some(password), Some(consumer)) = (value["password"].as_str(), consumer) {
+        let hashed = crate::credentials::hash_password(password, consumer);
+        value["password"] = Value::String(hashed);
     }
 }
 

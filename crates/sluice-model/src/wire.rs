@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::diff::{Op, Plan};
-use crate::entity::{Consumer, Entities, EntityKind, Plugin, Route, Service, Snapshot};
+use crate::entity::{
+    Acl, BasicAuth, Consumer, Entities, EntityKind, KeyAuth, Plugin, Route, Service, Snapshot,
+};
 
 /// `GET /sluice/snapshot`: every entity at one version. Flat (not an `Entities` inside), as
 /// the endpoint has always answered; serde's `flatten` would buffer the whole body on read.
@@ -18,6 +20,12 @@ pub struct SnapshotBody {
     pub routes: Vec<Route>,
     pub consumers: Vec<Consumer>,
     pub plugins: Vec<Plugin>,
+    #[serde(default)]
+    pub keyauth_credentials: Vec<KeyAuth>,
+    #[serde(default)]
+    pub basicauth_credentials: Vec<BasicAuth>,
+    #[serde(default)]
+    pub acls: Vec<Acl>,
 }
 
 /// `POST /sluice/sync` as the CLI sends it: the plan it computed and the config version it
@@ -71,6 +79,9 @@ impl From<Snapshot> for SnapshotBody {
             routes,
             consumers,
             plugins,
+            keyauth_credentials,
+            basicauth_credentials,
+            acls,
         } = snapshot.entities;
         Self {
             version: snapshot.version,
@@ -78,6 +89,9 @@ impl From<Snapshot> for SnapshotBody {
             routes,
             consumers,
             plugins,
+            keyauth_credentials,
+            basicauth_credentials,
+            acls,
         }
     }
 }
@@ -91,6 +105,9 @@ impl From<SnapshotBody> for Snapshot {
                 routes: body.routes,
                 consumers: body.consumers,
                 plugins: body.plugins,
+                keyauth_credentials: body.keyauth_credentials,
+                basicauth_credentials: body.basicauth_credentials,
+                acls: body.acls,
             },
         }
     }

@@ -8,7 +8,11 @@ use serde_json::{Map, Value};
 
 use super::position::{self, PosNode, Seg};
 use super::template;
-use super::{Content, DeclarativeError, FConsumer, FPlugin, FRoute, FService, Source, SourceFile};
+use super::{
+    Content, DeclarativeError, FConsumer, FCredential, FPlugin, FRoute, FService, Source,
+    SourceFile,
+};
+use crate::entity::EntityKind;
 
 /// The only `_format_version` decK accepts for Kong 3.x.
 const FORMAT_VERSION: &str = "3.0";
@@ -37,14 +41,11 @@ const UNSUPPORTED_TOP_LEVEL: &[&str] = &[
     "degraphql_routes",
 ];
 
-/// What a consumer may carry in decK that Sluice does not store.
+/// Credentials a consumer may carry in decK that Sluice does not store.
 const CONSUMER_CREDENTIALS: &[&str] = &[
-    "keyauth_credentials",
     "hmacauth_credentials",
     "jwt_secrets",
-    "basicauth_credentials",
     "oauth2_credentials",
-    "acls",
     "mtls_auth_credentials",
 ];
 
@@ -682,6 +683,16 @@ impl FileReader<'_> {
 
     fn consumer(&mut self, node: &[Seg], mut fields: Map<String, Value>) -> FConsumer {
         let plugins = self.plugins(&mut fields, node);
+        let mut credentials = Vec::new();
+        for kind in EntityKind::CREDENTIALS {
+            for (item, credential_fields) in self.nested(&mut fields, node, kind.collection()) {
+                credentials.push(FCredential {
+                    kind,
+                    fields: credential_fields,
+                    source: self.source(&item),
+                });
+            }
+        }
         self.refuse(
             &mut fields,
             node,
@@ -692,6 +703,7 @@ impl FileReader<'_> {
         FConsumer {
             fields,
             plugins,
+            credentials,
             source: self.source(node),
         }
     }

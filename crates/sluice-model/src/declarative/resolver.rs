@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::position::Seg;
 use super::{Content, DeclarativeError, Entities, FPlugin, FRoute, Source, ID_NAMESPACE};
-use crate::entity::{Consumer, Entity, Plugin, Route, Service};
+use crate::entity::{
+    Acl, BasicAuth, Consumer, Entity, EntityKind, KeyAuth, Plugin, Route, Service,
+};
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
@@ -258,6 +260,14 @@ pub(super) fn resolve(
             entities.consumers.push(built);
         }
     }
+    credentials(
+        content,
+        &consumer_ids,
+        schemas,
+        &meta,
+        &mut entities,
+        &mut errors,
+    );
     for item in &plugin_items {
         let mut input = meta.input(
             &item.plugin.fields,
@@ -278,6 +288,106 @@ pub(super) fn resolve(
         Ok(entities)
     } else {
         Err(errors)
+    }
+}
+
+/// The credentials nested in consumers. Ids not in the file derive from what identifies the
+/// credential in Kong (the key, the username, the consumer and group), so an unchanged file
+/// keeps them; a key must be written out, since a generated one would change on every load.
+fn credentials(
+    content: &Content,
+    consumer_ids: &[Uuid],
+    schemas: &Schemas,
+    meta: &Meta<'_>,
+    entities: &mut Entities,
+    errors: &mut Vec<DeclarativeError>,
+) {
+    let mut registries: HashMap<EntityKind, Registry<'_>> = HashMap::new();
+    // One group per consumer, as Kong's ACL cache key allows.
+    let mut groups: HashMap<(Uuid, &str), &Source> = HashMap::new();
+    for (consumer, consumer_id) in content.consumers.iter().zip(consumer_ids) {
+        for credential in &consumer.credentials {
+            let fields = &credential.fields;
+            if let (EntityKind::Acl, Some(group)) = (credential.kind, text(fields, "group")) {
+                match groups.entry((*consumer_id, group)) {
+                    Entry::Occupied(first) => errors.push(credential.source.error_at(
+                        &[key("group")],
+                        format!(
+                            "acl group '{group}' is given twice for this consumer (also by {})",
+                            place(first.get())
+                        ),
+                    )),
+                    Entry::Vacant(slot) => {
+                        slot.insert(&credential.source);
+                    }
+                }
+            }
+            if credential.kind == EntityKind::KeyAuth && text(fields, "key").is_none() {
+                errors.push(credential.source.error_at(
+                    &[key("key")],
+                    "required field missing (a declarative config must give each key: a generated one would change on every sync)",
+                ));
+                continue;
+            }
+            if let Some(value) = fields.get("consumer").filter(|value| !value.is_null()) {
+                let matches = reference(value, "username").is_ok_and(|r| {
+                    r == consumer_id.to_string()
+                        || Some(r.as_str()) == text(&consumer.fields, "username")
+                });
+                if !matches {
+                    errors.push(credential.source.error_at(
+                        &[key("consumer")],
+                        format!(
+                            "a credential nested in a consumer cannot reference another consumer ('{}')",
+                            reference_text(value)
+                        ),
+                    ));
+                }
+            }
+            let (unique, generated_name): (&[&'static str], String) = match credential.kind {
+                EntityKind::KeyAuth => (
+                    &["key"],
+                    format!(
+                        "keyauth_credentials:{}",
+                        text(fields, "key").unwrap_or_default()
+                    ),
+                ),
+                EntityKind::BasicAuth => (
+                    &["username"],
+                    format!(
+                        "basicauth_credentials:{}",
+                        text(fields, "username").unwrap_or_default()
+                    ),
+                ),
+                _ => (
+                    &[],
+                    format!(
+                        "acls:{consumer_id}:{}",
+                        text(fields, "group").unwrap_or_default()
+                    ),
+                ),
+            };
+            let id = explicit_id(fields).unwrap_or_else(|| generated(&generated_name));
+            let registry = registries.entry(credential.kind).or_insert_with(|| {
+                Registry::new(credential.kind.singular(), credential.kind.endpoint_key())
+            });
+            registry.register(id, &credential.source, fields, unique, errors);
+            let mut input = meta.input(fields, &["consumer"], id);
+            input.remove("updated_at");
+            input.insert("consumer".to_owned(), foreign(*consumer_id));
+            let source = &credential.source;
+            match credential.kind {
+                EntityKind::KeyAuth => entities
+                    .keyauth_credentials
+                    .extend(build::<KeyAuth>(schemas, source, input, errors)),
+                EntityKind::BasicAuth => entities
+                    .basicauth_credentials
+                    .extend(build::<BasicAuth>(schemas, source, input, errors)),
+                _ => entities
+                    .acls
+                    .extend(build::<Acl>(schemas, source, input, errors)),
+            }
+        }
     }
 }
 

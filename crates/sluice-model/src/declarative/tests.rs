@@ -103,8 +103,16 @@ const ERRORS: &[(&[&str], &[&str])] = &[
         &["kong.yaml:2:1: upstreams: 'upstreams' is not supported by Sluice yet"],
     ),
     (
-        &[V3, "consumers:", "- username: alice", "  keyauth_credentials:", "  - key: secret"],
-        &["kong.yaml:4:3: consumers[0].keyauth_credentials: 'keyauth_credentials' is not supported by Sluice yet (consumer credentials)"],
+        &[V3, "consumers:", "- username: alice", "  jwt_secrets:", "  - key: secret"],
+        &["kong.yaml:4:3: consumers[0].jwt_secrets: 'jwt_secrets' is not supported by Sluice yet (consumer credentials)"],
+    ),
+    (
+        &[V3, "consumers:", "- username: alice", "  keyauth_credentials:", "  - ttl: 5"],
+        &["kong.yaml:5:5: consumers[0].keyauth_credentials[0].key: required field missing (a declarative config must give each key: a generated one would change on every sync)"],
+    ),
+    (
+        &[V3, "consumers:", "- username: alice", "  acls:", "  - group: a", "  - group: a"],
+        &["kong.yaml:6:5: consumers[0].acls[1].group: acl group 'a' is given twice for this consumer (also by consumers[0].acls[0] at kong.yaml:5)"],
     ),
     (
         &[V3, "service:", "- name: a"],
@@ -620,10 +628,6 @@ const SLUICE: &[(&str, Sluice)] = &[
     (
         "deck__tests__integration__testdata__diff__006-plugin-update__initial-request-transformer-reorder-array.yaml",
         Sluice::Refused(&["request-transformer"]),
-    ),
-    (
-        "deck__tests__integration__testdata__validate__kong-ee.yaml",
-        Sluice::Refused(&["keyauth_credentials"]),
     ),
     (
         "go-database-reconciler__pkg__file__testdata__badyamlwithspace__bar.yml",

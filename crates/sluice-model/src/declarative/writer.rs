@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::Entities;
-use crate::entity::{Consumer, Plugin, Route, Service};
+use crate::entity::{Consumer, Entity, Plugin, Route, Service};
 
 /// Renders `entities`; see [`super::render`].
 pub(super) fn render(entities: &Entities, select_tags: &[String]) -> String {
@@ -176,7 +176,51 @@ impl<'a> Writer<'a> {
         consumers
             .into_iter()
             .map(|consumer| {
-                Value::Object(self.fields(consumer, &[], &["username", "custom_id", "id"]))
+                let mut fields = self.fields(consumer, &[], &["username", "custom_id", "id"]);
+                let mine = |owner: Uuid| owner == consumer.id;
+                let credentials = [
+                    (
+                        "keyauth_credentials",
+                        self.credentials(&self.entities.keyauth_credentials, mine, |c| &c.key),
+                    ),
+                    (
+                        "basicauth_credentials",
+                        self.credentials(&self.entities.basicauth_credentials, mine, |c| {
+                            &c.username
+                        }),
+                    ),
+                    (
+                        "acls",
+                        self.credentials(&self.entities.acls, mine, |c| &c.group),
+                    ),
+                ];
+                for (key, list) in credentials {
+                    if !list.is_empty() {
+                        fields.insert(key.to_owned(), Value::Array(list));
+                    }
+                }
+                Value::Object(fields)
+            })
+            .collect()
+    }
+
+    /// A consumer's credentials of one kind, nested (the consumer is implied), sorted by what
+    /// identifies them. A basic-auth password is written as the hash stored: the clear
+    /// password is never kept, and a sync of the dump matches the stored hash.
+    fn credentials<C: Entity>(
+        &self,
+        all: &[C],
+        mine: impl Fn(Uuid) -> bool,
+        name: impl Fn(&C) -> &String,
+    ) -> Vec<Value> {
+        let mut list: Vec<&C> = all
+            .iter()
+            .filter(|c| c.owner().is_some_and(&mine))
+            .collect();
+        list.sort_by(|a, b| name(a).cmp(name(b)).then_with(|| a.id().cmp(&b.id())));
+        list.into_iter()
+            .map(|c| {
+                Value::Object(self.fields(c, &["consumer"], &["key", "username", "group", "id"]))
             })
             .collect()
     }

@@ -104,6 +104,7 @@ fn read_back(kind: EntityKind, new: &Value) -> Result<(), serde_json::Error> {
         EntityKind::Route => serde_json::from_value::<Route>(new).map(drop),
         EntityKind::Consumer => serde_json::from_value::<Consumer>(new).map(drop),
         EntityKind::Plugin => serde_json::from_value::<Plugin>(new).map(drop),
+        other => AnyEntity::from_json(other, new).map(drop),
     }
 }
 
