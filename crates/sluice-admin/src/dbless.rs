@@ -51,14 +51,7 @@ pub async fn load(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let entities = declarative::resolve(&content, schemas, now).map_err(LoadError::Invalid)?;
-    let version = store
-        .replace_all(
-            &entities.services,
-            &entities.routes,
-            &entities.consumers,
-            &entities.plugins,
-        )
-        .await?;
+    let version = store.replace_all(&entities).await?;
     Ok(version)
 }
 
@@ -166,13 +159,7 @@ pub async fn post_config(
 /// `GET /config`: the current config as a declarative file.
 pub async fn get_config(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let snapshot = state.store().snapshot().await?;
-    let entities = declarative::Entities {
-        services: snapshot.entities.services,
-        routes: snapshot.entities.routes,
-        consumers: snapshot.entities.consumers,
-        plugins: snapshot.entities.plugins,
-    };
     Ok(Json(
-        json!({ "config": declarative::render(&entities, &[]) }),
+        json!({ "config": declarative::render(&snapshot.entities, &[]) }),
     ))
 }

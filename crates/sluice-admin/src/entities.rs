@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use sluice_model::{Entity, EntityKind, Plugin, Route, Service};
+use sluice_model::{Entity, EntityKind, Route, Service};
 use sluice_store::{ListQuery, Stored, TagFilter, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use uuid::Uuid;
 
@@ -32,7 +32,7 @@ pub async fn list<E: Stored>(
     State(state): State<AdminState>,
     Query(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    list_scoped::<E>(&state, &params, None, &format!("/{}", E::KIND.collection())).await
+    list_scoped::<E>(&state, &params, None, &format!("/{}", E::KIND.endpoint())).await
 }
 
 pub async fn create<E: Stored>(
@@ -54,6 +54,80 @@ pub async fn get<E: Stored>(
     Ok(Json(render(&entity)))
 }
 
+/// Where an item handler looks: everywhere (`/key-auths/{k}`), or under one parent
+/// (`/consumers/{c}/key-auth/{k}`), whose reference the entity gets.
+#[derive(Clone, Copy)]
+struct Within {
+    column: &'static str,
+    field: &'static str,
+    parent: Uuid,
+}
+
+async fn find<E: Stored>(
+    state: &AdminState,
+    key: &str,
+    within: Option<Within>,
+) -> Result<Option<E>, ApiError> {
+    Ok(match within {
+        None => state.store().get(key).await?,
+        Some(w) => state.store().get_within(key, w.column, w.parent).await?,
+    })
+}
+
+async fn parent_scope<P: Stored>(state: &AdminState, key: &str) -> Result<Within, ApiError> {
+    let parent: P = state.store().get(key).await?.ok_or(ApiError::NotFound)?;
+    let (column, field) = scope_of(P::KIND);
+    Ok(Within {
+        column,
+        field,
+        parent: parent.id(),
+    })
+}
+
+// === nested item handlers: /consumers/{c}/key-auth/{k} ===
+
+pub async fn get_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path((parent, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let within = parent_scope::<P>(&state, &parent).await?;
+    let entity: C = find(&state, &key, Some(within))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(render(&entity)))
+}
+
+pub async fn put_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path((parent, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let within = parent_scope::<P>(&state, &parent).await?;
+    put_in::<C>(&state, key, Some(within), &headers, &bytes).await
+}
+
+pub async fn patch_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path((parent, key)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let within = parent_scope::<P>(&state, &parent).await?;
+    patch_in::<C>(&state, key, Some(within), &headers, &bytes).await
+}
+
+pub async fn delete_nested<P: Stored, C: Stored>(
+    State(state): State<AdminState>,
+    Path((parent, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let within = parent_scope::<P>(&state, &parent).await?;
+    if let Some(entity) = find::<C>(&state, &key, Some(within)).await? {
+        state.store().delete::<C>(entity.id()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Kong's upsert: the URL key (id or name) identifies the entity, the body replaces it whole.
 pub async fn put<E: Stored>(
     State(state): State<AdminState>,
@@ -61,11 +135,24 @@ pub async fn put<E: Stored>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
+    put_in::<E>(&state, key, None, &headers, &bytes).await
+}
+
+async fn put_in<E: Stored>(
+    state: &AdminState,
+    key: String,
+    within: Option<Within>,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<Response, ApiError> {
     let Input {
         mut object,
         from_form,
-    } = body::parse(&headers, &bytes)?;
-    let existing: Option<E> = state.store().get(&key).await?;
+    } = body::parse(headers, bytes)?;
+    if let Some(w) = within {
+        object.insert(w.field.to_owned(), json!({ "id": w.parent }));
+    }
+    let existing: Option<E> = find(state, &key, within).await?;
     let id = match (&existing, Uuid::parse_str(&key)) {
         (Some(e), _) => e.id(),
         (None, Ok(id)) => id,
@@ -81,7 +168,7 @@ pub async fn put<E: Stored>(
     }
     let now = now();
     let created_at = existing.as_ref().map_or(now, Entity::created_at);
-    let entity: E = build(&state, object, from_form, id, created_at, now).await?;
+    let entity: E = build(state, object, from_form, id, created_at, now).await?;
     state.store().upsert(&entity).await?;
     Ok((StatusCode::OK, Json(render(&entity))).into_response())
 }
@@ -94,8 +181,18 @@ pub async fn patch<E: Stored>(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
-    let Input { object, from_form } = body::parse(&headers, &bytes)?;
-    let existing: E = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    patch_in::<E>(&state, key, None, &headers, &bytes).await
+}
+
+async fn patch_in<E: Stored>(
+    state: &AdminState,
+    key: String,
+    within: Option<Within>,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+) -> Result<Response, ApiError> {
+    let Input { object, from_form } = body::parse(headers, bytes)?;
+    let existing: E = find(state, &key, within).await?.ok_or(ApiError::NotFound)?;
     let Value::Object(mut merged) = serde_json::to_value(&existing).unwrap_or_default() else {
         return Err(ApiError::NotFound);
     };
@@ -107,11 +204,12 @@ pub async fn patch<E: Stored>(
     if from_form {
         // Type the patch alone first, so merge sees numbers and arrays, not strings.
         let mut typed = Value::Object(std::mem::take(&mut object));
-        coerce(&state, E::KIND, &mut typed, merged.get("name"));
+        coerce(state, E::KIND, &mut typed, merged.get("name"));
         if let Value::Object(typed) = typed {
             object = typed;
         }
     }
+    let given = object.clone();
     for (name, value) in object {
         // Foreign keys are replaced, not merged: `{"service": {"name": "b"}}` must not be
         // merged into the stored `{"id": ...}`.
@@ -125,8 +223,8 @@ pub async fn patch<E: Stored>(
             }
         }
     }
-    let entity: E = build(
-        &state,
+    let mut entity: E = build(
+        state,
         merged,
         false,
         existing.id(),
@@ -134,6 +232,7 @@ pub async fn patch<E: Stored>(
         now(),
     )
     .await?;
+    entity.keep_secrets_of(&existing, &given);
     state.store().upsert(&entity).await?;
     Ok((StatusCode::OK, Json(render(&entity))).into_response())
 }
@@ -158,7 +257,12 @@ pub async fn list_nested<P: Stored, C: Stored>(
 ) -> Result<Json<Value>, ApiError> {
     let parent: P = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
     let (column, _) = scope_of(P::KIND);
-    let base = format!("/{}/{}/{}", P::KIND.collection(), key, C::KIND.collection());
+    let base = format!(
+        "/{}/{}/{}",
+        P::KIND.endpoint(),
+        key,
+        C::KIND.nested_endpoint()
+    );
     list_scoped::<C>(&state, &params, Some((column, parent.id())), &base).await
 }
 
@@ -202,7 +306,9 @@ fn scope_of(parent: EntityKind) -> (&'static str, &'static str) {
         EntityKind::Service => ("service_id", "service"),
         EntityKind::Route => ("route_id", "route"),
         EntityKind::Consumer => ("consumer_id", "consumer"),
-        EntityKind::Plugin => ("id", "id"),
+        EntityKind::Plugin | EntityKind::KeyAuth | EntityKind::BasicAuth | EntityKind::Acl => {
+            ("id", "id")
+        }
     }
 }
 
@@ -314,7 +420,9 @@ async fn build<E: Stored>(
 ) -> Result<E, ApiError> {
     object.insert("id".to_owned(), Value::from(id.to_string()));
     object.insert("created_at".to_owned(), Value::from(created_at));
-    object.insert("updated_at".to_owned(), Value::from(updated_at));
+    if E::KIND.has_updated_at() {
+        object.insert("updated_at".to_owned(), Value::from(updated_at));
+    }
     let mut value = Value::Object(object);
     if from_form {
         let name = value.get("name").cloned();
@@ -369,7 +477,7 @@ async fn resolve_foreign_names(
                 .get::<sluice_model::Consumer>(name)
                 .await?
                 .map(|e| e.id),
-            EntityKind::Plugin => state.store().get::<Plugin>(name).await?.map(|e| e.id),
+            _ => None,
         };
         let Some(id) = id else {
             let mut violation = sluice_model::SchemaViolation::default();

@@ -19,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sluice_model::{Consumer, Plugin, Route, Schemas, Service};
+use sluice_model::{Acl, BasicAuth, Consumer, KeyAuth, Plugin, Route, Schemas, Service};
 use sluice_store::Store;
 
 pub use error::ApiError;
@@ -236,6 +236,9 @@ pub fn router(state: AdminState) -> Router {
             get(entities::list_nested::<Consumer, Plugin>)
                 .post(entities::create_nested::<Consumer, Plugin>),
         )
+        .merge(credential_routes::<KeyAuth>())
+        .merge(credential_routes::<BasicAuth>())
+        .merge(credential_routes::<Acl>())
         // plugins
         .route(
             "/plugins",
@@ -272,6 +275,34 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
+}
+
+/// A credential's endpoints, as Kong names them: `/consumers/{c}/key-auth[/{k}]` and
+/// `/key-auths[/{k}]`.
+fn credential_routes<C: sluice_store::Stored>() -> Router<AdminState> {
+    let kind = <C as sluice_model::Entity>::KIND;
+    let nested = format!("/consumers/{{key}}/{}", kind.nested_endpoint());
+    let top = format!("/{}", kind.endpoint());
+    Router::new()
+        .route(
+            &nested,
+            get(entities::list_nested::<Consumer, C>).post(entities::create_nested::<Consumer, C>),
+        )
+        .route(
+            &format!("{nested}/{{item}}"),
+            get(entities::get_nested::<Consumer, C>)
+                .put(entities::put_nested::<Consumer, C>)
+                .patch(entities::patch_nested::<Consumer, C>)
+                .delete(entities::delete_nested::<Consumer, C>),
+        )
+        .route(&top, get(entities::list::<C>).post(entities::create::<C>))
+        .route(
+            &format!("{top}/{{key}}"),
+            get(entities::get::<C>)
+                .put(entities::put::<C>)
+                .patch(entities::patch::<C>)
+                .delete(entities::delete::<C>),
+        )
 }
 
 /// `GET /clustering/data-planes`: Kong's list shape.

@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::Value;
 use sluice_model::diff::{Change, Op, Plan};
 use sluice_model::wire::{SnapshotBody, SyncInput, SyncResponse};
-use sluice_model::SchemaViolation;
+use sluice_model::{AnyEntity, EntityKind, SchemaViolation};
 
 use crate::{body, AdminState, ApiError};
 
@@ -38,6 +38,15 @@ pub async fn apply(
         .map_err(|e| ApiError::BadRequest(format!("invalid sync request: {e}")))?;
     let mut plan = Plan::default();
     for change in request.plan.changes {
+        // A plan carries basic-auth passwords hashed already (the CLI hashed them with the
+        // consumer's final id): they are stored as sent, not hashed a second time.
+        let hashed_password = match (&change.new, change.kind) {
+            (Some(new), EntityKind::BasicAuth) => new
+                .get("password")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        };
         let new = match (change.op, change.new) {
             (Op::Delete, _) => None,
             (_, Some(new)) => Some(state.schemas().build_any(change.kind, new).map_err(
@@ -59,6 +68,13 @@ pub async fn apply(
                     change.label
                 )))
             }
+        };
+        let new = match (new, hashed_password) {
+            (Some(AnyEntity::BasicAuth(mut credential)), Some(hash)) => {
+                credential.password = hash;
+                Some(AnyEntity::BasicAuth(credential))
+            }
+            (new, _) => new,
         };
         plan.changes.push(Change {
             op: change.op,

@@ -824,7 +824,16 @@ impl Plugin for AiProxy {
             });
         }
         // One structured record per request; the provider key is never part of it.
-        let record = json!({ "ai": { "proxy": proxy } });
+        let mut record = json!({ "ai": { "proxy": proxy } });
+        if let Some(authenticated) = &ctx.consumer {
+            // Kong's log serializer's `consumer`: whose key was spent.
+            let consumer = &authenticated.consumer;
+            record["consumer"] = json!({
+                "id": consumer.id,
+                "username": consumer.username,
+                "custom_id": consumer.custom_id,
+            });
+        }
         tracing::info!(target: "sluice::ai", ai = %record, "ai-proxy request");
     }
 }

@@ -28,7 +28,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sluice_model::{Consumer, Plugin, Route, Service, Snapshot};
+use sluice_model::{Acl, BasicAuth, Consumer, KeyAuth, Plugin, Route, Service, Snapshot};
 
 use crate::ClusterError;
 
@@ -108,6 +108,9 @@ struct Canonical<'a> {
     routes: Vec<&'a Route>,
     consumers: Vec<&'a Consumer>,
     plugins: Vec<SortedKeys<'a>>,
+    keyauth_credentials: Vec<&'a KeyAuth>,
+    basicauth_credentials: Vec<&'a BasicAuth>,
+    acls: Vec<&'a Acl>,
 }
 
 /// A JSON value written with object keys in sorted order. Plugin configs keep their input key
@@ -122,7 +125,7 @@ struct HashWriter(Sha256);
 /// here instead of silently not reaching data planes.
 mod wire_snapshot {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use sluice_model::{Consumer, Plugin, Route, Service, Snapshot};
+    use sluice_model::{Acl, BasicAuth, Consumer, KeyAuth, Plugin, Route, Service, Snapshot};
 
     #[derive(Serialize)]
     pub(super) struct SnapshotRef<'a> {
@@ -131,8 +134,12 @@ mod wire_snapshot {
         routes: &'a [Route],
         consumers: &'a [Consumer],
         plugins: &'a [Plugin],
+        keyauth_credentials: &'a [KeyAuth],
+        basicauth_credentials: &'a [BasicAuth],
+        acls: &'a [Acl],
     }
 
+    /// Credentials default to none: a control plane of an older build sends no such lists.
     #[derive(Deserialize)]
     struct SnapshotOwned {
         version: u64,
@@ -140,6 +147,12 @@ mod wire_snapshot {
         routes: Vec<Route>,
         consumers: Vec<Consumer>,
         plugins: Vec<Plugin>,
+        #[serde(default)]
+        keyauth_credentials: Vec<KeyAuth>,
+        #[serde(default)]
+        basicauth_credentials: Vec<BasicAuth>,
+        #[serde(default)]
+        acls: Vec<Acl>,
     }
 
     impl<'a> SnapshotRef<'a> {
@@ -150,6 +163,9 @@ mod wire_snapshot {
                 routes: &snapshot.entities.routes,
                 consumers: &snapshot.entities.consumers,
                 plugins: &snapshot.entities.plugins,
+                keyauth_credentials: &snapshot.entities.keyauth_credentials,
+                basicauth_credentials: &snapshot.entities.basicauth_credentials,
+                acls: &snapshot.entities.acls,
             }
         }
     }
@@ -172,6 +188,9 @@ mod wire_snapshot {
                 routes: wire.routes,
                 consumers: wire.consumers,
                 plugins: wire.plugins,
+                keyauth_credentials: wire.keyauth_credentials,
+                basicauth_credentials: wire.basicauth_credentials,
+                acls: wire.acls,
             },
         })
     }
@@ -194,6 +213,12 @@ pub struct DeltaChanges {
     pub routes: Vec<Route>,
     pub consumers: Vec<Consumer>,
     pub plugins: Vec<Plugin>,
+    #[serde(default)]
+    pub keyauth_credentials: Vec<KeyAuth>,
+    #[serde(default)]
+    pub basicauth_credentials: Vec<BasicAuth>,
+    #[serde(default)]
+    pub acls: Vec<Acl>,
     /// `(kind, id)`; kind is the collection name (`routes`).
     pub deleted: Vec<(String, uuid::Uuid)>,
 }
@@ -236,6 +261,30 @@ impl DeltaChanges {
             &mut changes.plugins,
             &mut changes.deleted,
         );
+        diff_list(
+            &old.entities.keyauth_credentials,
+            &new.entities.keyauth_credentials,
+            |e| e.id,
+            "keyauth_credentials",
+            &mut changes.keyauth_credentials,
+            &mut changes.deleted,
+        );
+        diff_list(
+            &old.entities.basicauth_credentials,
+            &new.entities.basicauth_credentials,
+            |e| e.id,
+            "basicauth_credentials",
+            &mut changes.basicauth_credentials,
+            &mut changes.deleted,
+        );
+        diff_list(
+            &old.entities.acls,
+            &new.entities.acls,
+            |e| e.id,
+            "acls",
+            &mut changes.acls,
+            &mut changes.deleted,
+        );
         changes
     }
 
@@ -274,6 +323,19 @@ impl DeltaChanges {
                 &deleted("plugins"),
                 |e| e.id,
             ),
+            keyauth_credentials: patch_list(
+                &base.entities.keyauth_credentials,
+                &self.keyauth_credentials,
+                &deleted("keyauth_credentials"),
+                |e| e.id,
+            ),
+            basicauth_credentials: patch_list(
+                &base.entities.basicauth_credentials,
+                &self.basicauth_credentials,
+                &deleted("basicauth_credentials"),
+                |e| e.id,
+            ),
+            acls: patch_list(&base.entities.acls, &self.acls, &deleted("acls"), |e| e.id),
         };
         Snapshot { version, entities }
     }
@@ -283,6 +345,9 @@ impl DeltaChanges {
             + self.routes.len()
             + self.consumers.len()
             + self.plugins.len()
+            + self.keyauth_credentials.len()
+            + self.basicauth_credentials.len()
+            + self.acls.len()
             + self.deleted.len()
     }
 
@@ -375,11 +440,15 @@ pub fn config_hash(snapshot: &Snapshot) -> String {
             serde_json::to_value(plugin).expect("a plugin is plain data with string keys")
         })
         .collect();
+    let e = &snapshot.entities;
     let canonical = Canonical {
         services,
         routes,
         consumers,
         plugins: plugin_values.iter().map(SortedKeys).collect(),
+        keyauth_credentials: by_id(&e.keyauth_credentials, |c| c.id),
+        basicauth_credentials: by_id(&e.basicauth_credentials, |c| c.id),
+        acls: by_id(&e.acls, |c| c.id),
     };
     let mut hasher = HashWriter(Sha256::new());
     // Cannot fail: the writer never errors and every map key is a string.
@@ -387,6 +456,12 @@ pub fn config_hash(snapshot: &Snapshot) -> String {
         .expect("entity JSON serialization is infallible");
     let digest = hasher.0.finalize();
     hex(&digest[..16])
+}
+
+fn by_id<E>(list: &[E], id: impl Fn(&E) -> uuid::Uuid) -> Vec<&E> {
+    let mut sorted: Vec<&E> = list.iter().collect();
+    sorted.sort_by_key(|e| id(e));
+    sorted
 }
 
 /// Kong's rule (`control_plane.lua`): same major, and a data plane may not be newer than its

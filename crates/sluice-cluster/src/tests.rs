@@ -651,6 +651,7 @@ fn snapshot(version: u64, n: usize) -> Snapshot {
             routes,
             consumers,
             plugins,
+            ..Entities::default()
         },
     }
 }

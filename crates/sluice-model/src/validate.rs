@@ -177,6 +177,11 @@ impl Schemas {
             );
             return;
         };
+        if plugin.schema.raw["x-no-consumer"] == true && !value["consumer"].is_null() {
+            // Kong's `typedefs.no_consumer`: an auth plugin identifies the consumer, so it
+            // cannot be scoped to one.
+            violation.field("consumer", "value must be null");
+        }
         let config = &mut value["config"];
         if !config.is_object() {
             return; // the entity schema already reported it

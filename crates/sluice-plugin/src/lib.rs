@@ -9,6 +9,7 @@
 //!
 //! [`scope::select`] implements Kong's precedence for which configured instance applies.
 
+pub mod identity;
 pub mod scope;
 
 use std::any::Any;
@@ -51,7 +52,12 @@ pub struct RequestCtx {
     pub request_id: String,
     pub route_id: Uuid,
     pub service_id: Option<Uuid>,
+    /// The authenticated consumer's id (set with [`identity::authenticate`]).
     pub consumer_id: Option<Uuid>,
+    /// Who the request was authenticated as, once an auth plugin ran.
+    pub consumer: Option<identity::Authenticated>,
+    /// The consumers and credentials of the config version serving this request.
+    pub identities: Arc<identity::Identities>,
     pub client_addr: SocketAddr,
     pub started: Instant,
     /// `None` until the route's service or a plugin (ai-proxy) names one; a request that

@@ -1,6 +1,10 @@
 //! Built-in plugins. Each module is one plugin: a typed config (deserialized once, when a
 //! snapshot compiles), a factory, and a handler implementing the phases it needs.
 
+pub mod acl;
+mod auth;
+pub mod basic_auth;
+pub mod key_auth;
 pub mod rate_limiting;
 
 use std::sync::Arc;
@@ -10,4 +14,7 @@ use sluice_plugin::Registry;
 /// Registers every built-in plugin.
 pub fn register_all(registry: &mut Registry) {
     registry.register(Arc::new(rate_limiting::Factory::default()));
+    registry.register(Arc::new(key_auth::Factory));
+    registry.register(Arc::new(basic_auth::Factory));
+    registry.register(Arc::new(acl::Factory));
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sluice_model::{
     CompileCheck, EntityKind, Plugin, Protocol, Route, SchemaViolation, Service, Snapshot,
 };
+use sluice_plugin::identity::Identities;
 use sluice_plugin::{scope, PluginHandler, Registry};
 use sluice_router::{BuildError, PathHandling, RouteSpec, Router};
 use uuid::Uuid;
@@ -36,6 +37,26 @@ pub struct Compiled {
     pub router: Router<Arc<RouteTarget>>,
     /// Entities left out or failed closed in this version; empty for a clean config.
     pub faults: Vec<EntityFault>,
+    /// Consumers and credentials, for the auth plugins.
+    pub identities: Arc<Identities>,
+    /// Plugins scoped to a consumer, by consumer: once a request is authenticated, those that
+    /// apply to its route replace less specific instances for the rest of the chain.
+    pub consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>>,
+}
+
+/// The plugins of a route in run order (priority, highest first), with the scope rank each
+/// was selected at ([`scope::rank`]).
+pub struct Chain {
+    pub handlers: Vec<Arc<dyn PluginHandler>>,
+    pub ranks: Vec<u8>,
+    pub has_body_filter: bool,
+}
+
+/// A plugin scoped to a consumer (and maybe a route or service).
+pub struct ConsumerPlugin {
+    pub plugin: Plugin,
+    /// The handler, or why it cannot run (the consumer's requests then get 503).
+    pub handler: Result<Arc<dyn PluginHandler>, String>,
 }
 
 /// What a matched route leads to.
@@ -50,9 +71,8 @@ pub struct RouteTarget {
     pub https_redirect_status_code: u16,
     /// Shared by every route of the service.
     pub service: Option<Arc<ServiceTarget>>,
-    /// Plugins of this route in run order (priority, highest first).
-    pub chain: Vec<Arc<dyn PluginHandler>>,
-    pub has_body_filter: bool,
+    /// Plugins of this route for a request with no consumer, in run order.
+    pub chain: Arc<Chain>,
     /// The gateway's own errors on this route use OpenAI's shape (an AI route).
     pub openai_errors: bool,
     /// Set when a plugin on this route is configured but cannot run here (this data plane
@@ -91,6 +111,8 @@ impl Compiled {
             version: 0,
             router: Router::build(Vec::new()).expect("an empty router always builds"),
             faults: Vec::new(),
+            identities: Arc::default(),
+            consumer_plugins: HashMap::new(),
         }
     }
 }
@@ -108,7 +130,12 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
     let mut by_route: HashMap<Uuid, Vec<&Plugin>> = HashMap::new();
     let mut by_service: HashMap<Uuid, Vec<&Plugin>> = HashMap::new();
     let mut global: Vec<&Plugin> = Vec::new();
+    let mut scoped_to_consumers: Vec<&Plugin> = Vec::new();
     for plugin in snapshot.entities.plugins.iter().filter(|p| p.enabled) {
+        if plugin.consumer.is_some() {
+            scoped_to_consumers.push(plugin);
+            continue;
+        }
         match (plugin.route, plugin.service) {
             (Some(route), _) => by_route.entry(route.id).or_default().push(plugin),
             (None, Some(service)) => by_service.entry(service.id).or_default().push(plugin),
@@ -150,14 +177,14 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
             let handler = handlers
                 .entry(plugin.id)
                 .or_insert_with(|| build_plugin(registry, plugin, &mut faults));
+            let rank = scope::rank(plugin, Some(route.id), service_id, None).unwrap_or(0);
             match handler {
-                Ok(handler) => chain.push(handler.clone()),
+                Ok(handler) => chain.push((handler.clone(), rank)),
                 Err(reason) => unavailable = Some(reason.clone()),
             }
         }
-        chain.sort_by_key(|h| std::cmp::Reverse(h.priority()));
-        let has_body_filter = chain.iter().any(|h| h.has_body_filter());
-        let openai_errors = chain.iter().any(|h| h.openai_errors());
+        let chain = Chain::new(chain);
+        let openai_errors = chain.handlers.iter().any(|h| h.openai_errors());
         let service_target = service.map(|s| {
             targets
                 .entry(s.id)
@@ -175,12 +202,25 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
             https_only: !route.protocols.contains(&Protocol::Http),
             https_redirect_status_code: route.https_redirect_status_code,
             service: service_target,
-            chain,
-            has_body_filter,
+            chain: Arc::new(chain),
             openai_errors,
             unavailable,
         });
         specs.push(spec(route, target));
+    }
+    let mut consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>> = HashMap::new();
+    for plugin in scoped_to_consumers {
+        let Some(consumer) = plugin.consumer else {
+            continue;
+        };
+        let handler = build_plugin(registry, plugin, &mut faults);
+        consumer_plugins
+            .entry(consumer.id)
+            .or_default()
+            .push(ConsumerPlugin {
+                plugin: plugin.clone(),
+                handler,
+            });
     }
     let (router, skipped) = Router::build_skipping(specs)?;
     for error in skipped {
@@ -208,7 +248,26 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         version: snapshot.version,
         router,
         faults,
+        identities: Arc::new(Identities::new(&snapshot.entities)),
+        consumer_plugins,
     })
+}
+
+// === impl Chain ===
+
+impl Chain {
+    /// Orders handlers by priority, highest first (a stable sort: equal priorities keep the
+    /// order they were selected in, by name).
+    pub fn new(mut selected: Vec<(Arc<dyn PluginHandler>, u8)>) -> Self {
+        selected.sort_by_key(|(h, _)| std::cmp::Reverse(h.priority()));
+        let has_body_filter = selected.iter().any(|(h, _)| h.has_body_filter());
+        let (handlers, ranks) = selected.into_iter().unzip();
+        Self {
+            handlers,
+            ranks,
+            has_body_filter,
+        }
+    }
 }
 
 /// Routes this proxy serves (stream and gRPC routes are stored but not proxied here).

@@ -13,11 +13,13 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use sluice_plugin::{Body, BoxError, PluginState, RequestCtx};
 use tokio::time::{Instant, Sleep};
 
-use crate::compile::RouteTarget;
+use crate::compile::Chain;
 
 /// The per-request plugin state carried from the access phase to the log phase.
 pub struct Phases {
-    pub target: Arc<RouteTarget>,
+    /// The chain this request ran: the route's, or the one its consumer switched it to.
+    /// `states` is parallel to it.
+    pub chain: Arc<Chain>,
     pub ctx: RequestCtx,
     pub states: Vec<PluginState>,
 }
@@ -56,11 +58,11 @@ impl ResponseBody {
         let Some(phases) = self.phases.as_deref_mut() else {
             return chunk;
         };
-        if !phases.target.has_body_filter {
+        if !phases.chain.has_body_filter {
             return chunk;
         }
         let mut chunk = chunk;
-        for (handler, state) in phases.target.chain.iter().zip(phases.states.iter_mut()) {
+        for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
             chunk = handler.body_filter(chunk, &mut phases.ctx, state);
         }
         chunk
@@ -70,8 +72,8 @@ impl ResponseBody {
         let Some(phases) = self.phases.as_deref_mut() else {
             return;
         };
-        if phases.target.has_body_filter {
-            for (handler, state) in phases.target.chain.iter().zip(phases.states.iter_mut()) {
+        if phases.chain.has_body_filter {
+            for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
                 if let Some(chunk) = handler.body_end(&mut phases.ctx, state) {
                     self.tail.push(chunk);
                 }
@@ -89,7 +91,7 @@ impl ResponseBody {
 
 /// The log phase. Runs after the last byte, never before the response is sent.
 pub fn run_log(phases: &Phases) {
-    for (handler, state) in phases.target.chain.iter().zip(phases.states.iter()) {
+    for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter()) {
         handler.log(&phases.ctx, state);
     }
 }
@@ -158,7 +160,7 @@ impl HttpBody for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.phases {
-            Some(p) if p.target.has_body_filter => SizeHint::default(),
+            Some(p) if p.chain.has_body_filter => SizeHint::default(),
             _ => self.inner.size_hint(),
         }
     }

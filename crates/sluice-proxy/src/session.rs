@@ -29,7 +29,7 @@ use sluice_plugin::{
     Body, BoxError, Flow, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
 };
 
-use crate::compile::{Compiled, RouteTarget};
+use crate::compile::{Chain, Compiled, RouteTarget};
 use crate::forward::{Attempt, ForwardError};
 use crate::headers::{
     connection_has, encode_path, forwarded_headers, host_with_port, strip_hop_by_hop, strip_port,
@@ -73,9 +73,13 @@ type Upgrade = (HeaderValue, hyper::upgrade::OnUpgrade);
 struct Session<'a> {
     shared: &'a Shared,
     started: Instant,
+    compiled: Arc<Compiled>,
     target: Arc<RouteTarget>,
+    /// The plugins this request runs: the route's chain, until an authenticated consumer
+    /// with plugins of its own switches the rest of it ([`Session::switch_to_consumer`]).
+    chain: Arc<Chain>,
     ctx: RequestCtx,
-    /// Parallel to `target.chain`.
+    /// Parallel to `chain`.
     states: Vec<PluginState>,
 }
 
@@ -99,7 +103,7 @@ pub(crate) async fn handle(
         Err(answer) => return answer,
     };
     let session = Session::new(
-        shared, started, routed, &mut parts, peer, local_port, request_id,
+        shared, started, compiled, routed, &mut parts, peer, local_port, request_id,
     );
     let body = ClientBody::new(body, shared.client_body_timeout);
     let request = ProxyRequest {
@@ -272,9 +276,11 @@ impl Shared {
 
 impl<'a> Session<'a> {
     /// The upstream request's head and the request's context, before any plugin runs.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         shared: &'a Shared,
         started: Instant,
+        compiled: Arc<Compiled>,
         routed: Routed,
         parts: &mut http::request::Parts,
         peer: SocketAddr,
@@ -331,6 +337,8 @@ impl<'a> Session<'a> {
             route_id: target.route_id,
             service_id: target.service.as_ref().map(|s| s.id),
             consumer_id: None,
+            consumer: None,
+            identities: compiled.identities.clone(),
             client_addr: peer,
             started,
             upstream,
@@ -339,28 +347,105 @@ impl<'a> Session<'a> {
             status: 0,
             log: serde_json::Map::new(),
         };
-        let states = target.chain.iter().map(|h| h.new_state()).collect();
+        let chain = target.chain.clone();
+        let states = chain.handlers.iter().map(|h| h.new_state()).collect();
         Self {
             shared,
             started,
+            compiled,
             target,
+            chain,
             ctx,
             states,
         }
     }
 
-    /// The access phase: each plugin in priority order; the first that answers ends it.
+    /// The access phase: each plugin in priority order; the first that answers ends it. When
+    /// a plugin authenticates a consumer that has plugins of its own, the rest of the chain
+    /// is chosen again for that consumer, as Kong's plugin iterator does.
     async fn access(mut self, mut request: ProxyRequest) -> Result<(Self, ProxyRequest), Answered> {
-        let target = self.target.clone();
-        for (handler, state) in target.chain.iter().zip(self.states.iter_mut()) {
+        let mut position = 0;
+        while position < self.chain.handlers.len() {
+            let handler = self.chain.handlers[position].clone();
+            let before = self.ctx.consumer_id;
+            let state = &mut self.states[position];
             if let Flow::Respond(response) =
                 handler.access(&mut request, &mut self.ctx, state).await
             {
                 let (parts, bytes) = (*response).into_parts();
                 return Err(self.respond(parts, bytes));
             }
+            if self.ctx.consumer_id != before {
+                if let Err(reason) = self.switch_to_consumer(position) {
+                    return Err(self.fail(StatusCode::SERVICE_UNAVAILABLE, &reason));
+                }
+            }
+            position += 1;
         }
         Ok((self, request))
+    }
+
+    /// The chain after `position` for the consumer just authenticated: each plugin name takes
+    /// the most specific instance (Kong's precedence), counting the consumer's own plugins
+    /// that apply to this route and run after this point. Only consumers with plugins of
+    /// their own pay for this; the others keep the route's chain.
+    fn switch_to_consumer(&mut self, position: usize) -> Result<(), String> {
+        let Some(consumer) = self.ctx.consumer_id else {
+            return Ok(());
+        };
+        let Some(own) = self.compiled.consumer_plugins.get(&consumer) else {
+            return Ok(());
+        };
+        let priority = self.chain.handlers[position].priority();
+        let (route, service) = (Some(self.target.route_id), self.ctx.service_id);
+        let mut rest: Vec<(
+            Arc<dyn sluice_plugin::PluginHandler>,
+            u8,
+            Option<PluginState>,
+        )> = Vec::new();
+        let mut states = std::mem::take(&mut self.states);
+        let later_states = states.split_off(position + 1);
+        for ((handler, rank), state) in self
+            .chain
+            .handlers
+            .iter()
+            .zip(&self.chain.ranks)
+            .skip(position + 1)
+            .zip(later_states)
+        {
+            rest.push((handler.clone(), *rank, Some(state)));
+        }
+        for scoped in own {
+            let Some(rank) =
+                sluice_plugin::scope::rank(&scoped.plugin, route, service, Some(consumer))
+            else {
+                continue;
+            };
+            let handler = scoped.handler.clone()?;
+            if handler.priority() >= priority {
+                continue; // its turn has passed
+            }
+            match rest.iter_mut().find(|(h, _, _)| h.name() == handler.name()) {
+                Some(slot) if slot.1 >= rank => {}
+                Some(slot) => *slot = (handler, rank, None),
+                None => rest.push((handler, rank, None)),
+            }
+        }
+        rest.sort_by_key(|(h, _, _)| std::cmp::Reverse(h.priority()));
+        let mut selected: Vec<(Arc<dyn sluice_plugin::PluginHandler>, u8)> = self.chain.handlers
+            [..=position]
+            .iter()
+            .cloned()
+            .zip(self.chain.ranks[..=position].iter().copied())
+            .collect();
+        for (handler, rank, state) in rest {
+            states.push(state.unwrap_or_else(|| handler.new_state()));
+            selected.push((handler, rank));
+        }
+        // Already in priority order: Chain::new's stable sort keeps it.
+        self.chain = Arc::new(Chain::new(selected));
+        self.states = states;
+        Ok(())
     }
 
     /// The upstream phase: the request goes to the service (or where a plugin pointed it).
@@ -430,9 +515,9 @@ impl<'a> Session<'a> {
     async fn response(mut self, response: http::Response<Incoming>) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let target = self.target.clone();
-        let buffer = target
-            .chain
+        let chain = self.chain.clone();
+        let buffer = chain
+            .handlers
             .iter()
             .zip(self.states.iter())
             .any(|(handler, state)| handler.buffer_response(&self.ctx, state));
@@ -443,7 +528,7 @@ impl<'a> Session<'a> {
                 Ok(Err(_)) => return self.upstream_failure(false),
                 Err(_) => return self.upstream_failure(true),
             };
-            for (handler, state) in target.chain.iter().zip(self.states.iter_mut()) {
+            for (handler, state) in chain.handlers.iter().zip(self.states.iter_mut()) {
                 bytes = handler.buffered_response(&mut parts, bytes, &mut self.ctx, state);
             }
             self.header_filters(&mut parts);
@@ -454,7 +539,7 @@ impl<'a> Session<'a> {
             return self.respond(parts, bytes);
         }
         self.header_filters(&mut parts);
-        if target.has_body_filter {
+        if chain.has_body_filter {
             // A filter may change the length; let hyper frame the body.
             parts.headers.remove(header::CONTENT_LENGTH);
         }
@@ -465,7 +550,7 @@ impl<'a> Session<'a> {
     }
 
     fn header_filters(&mut self, parts: &mut http::response::Parts) {
-        for (handler, state) in self.target.chain.iter().zip(self.states.iter_mut()) {
+        for (handler, state) in self.chain.handlers.iter().zip(self.states.iter_mut()) {
             handler.header_filter(parts, &mut self.ctx, state);
         }
     }
@@ -552,7 +637,7 @@ impl<'a> Session<'a> {
         set_request_id(headers, &self.ctx.request_id);
         headers.append(header::VIA, self.shared.via.clone());
         Phases {
-            target: self.target,
+            chain: self.chain,
             ctx: self.ctx,
             states: self.states,
         }

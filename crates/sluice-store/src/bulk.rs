@@ -165,6 +165,9 @@ fn change_row(change: &Change) -> Result<Row, StoreError> {
         Some(AnyEntity::Route(e)) => row(e),
         Some(AnyEntity::Consumer(e)) => row(e),
         Some(AnyEntity::Plugin(e)) => row(e),
+        Some(AnyEntity::KeyAuth(e)) => row(e),
+        Some(AnyEntity::BasicAuth(e)) => row(e),
+        Some(AnyEntity::Acl(e)) => row(e),
         None => Err(missing_entity(change)),
     }
 }

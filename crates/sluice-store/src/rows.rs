@@ -1,7 +1,9 @@
 //! How each entity maps onto its table: the indexed columns beside the JSON body.
 
 use serde_json::{json, Value};
-use sluice_model::{Consumer, Entity, EntityKind, ForeignKey, Plugin, Route, Service};
+use sluice_model::{
+    Acl, BasicAuth, Consumer, Entity, EntityKind, ForeignKey, KeyAuth, Plugin, Route, Service,
+};
 use uuid::Uuid;
 
 /// A column that references another table.
@@ -126,5 +128,52 @@ impl Stored for Plugin {
             format!("{{instance_name=\"{value}\"}}"),
             json!({ "instance_name": value }),
         )
+    }
+}
+
+fn owner(consumer: &ForeignKey) -> Vec<ForeignColumn> {
+    vec![ForeignColumn {
+        column: "consumer_id",
+        field: "consumer",
+        target: EntityKind::Consumer,
+        value: Some(consumer.id),
+    }]
+}
+
+impl Stored for KeyAuth {
+    const UNIQUE: &'static [&'static str] = &["key"];
+    fn columns(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![("key", Some(self.key.clone()))]
+    }
+    fn foreign(&self) -> Vec<ForeignColumn> {
+        owner(&self.consumer)
+    }
+}
+
+impl Stored for BasicAuth {
+    const UNIQUE: &'static [&'static str] = &["username"];
+    fn columns(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![("username", Some(self.username.clone()))]
+    }
+    fn foreign(&self) -> Vec<ForeignColumn> {
+        owner(&self.consumer)
+    }
+}
+
+impl Stored for Acl {
+    const UNIQUE: &'static [&'static str] = &["cache_key"];
+    /// `group` is an SQL keyword, so its column name is written quoted.
+    fn columns(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("\"group\"", Some(self.group.clone())),
+            ("cache_key", Some(self.cache_key())),
+        ]
+    }
+    fn foreign(&self) -> Vec<ForeignColumn> {
+        owner(&self.consumer)
+    }
+    fn unique_violation(&self, _column: &str) -> (String, Value) {
+        let fields = json!({"consumer": {"id": self.consumer.id}, "group": self.group});
+        (self.cache_key(), fields)
     }
 }

@@ -109,7 +109,7 @@ impl Store {
             Ok(id) => self.get_by_id(id).await,
             Err(_) => {
                 let sql = format!(
-                    "SELECT id, body FROM {} WHERE {} = ?",
+                    "SELECT id, body FROM {} WHERE \"{}\" = ?",
                     E::KIND.collection(),
                     E::KIND.endpoint_key()
                 );
@@ -120,6 +120,32 @@ impl Store {
                 row.map(|r| decode::<E>(&r)).transpose()
             }
         }
+    }
+
+    /// [`Store::get`] within one parent: the entity whose `column` (`consumer_id`) is
+    /// `parent`, by id or endpoint key (`/consumers/{c}/acls/{group}`: a group name is only
+    /// unique within its consumer).
+    pub async fn get_within<E: Stored>(
+        &self,
+        key: &str,
+        column: &str,
+        parent: Uuid,
+    ) -> Result<Option<E>, StoreError> {
+        let by = if Uuid::parse_str(key).is_ok() {
+            "id".to_owned()
+        } else {
+            format!("\"{}\"", E::KIND.endpoint_key())
+        };
+        let sql = format!(
+            "SELECT id, body FROM {} WHERE {by} = ? AND {column} = ?",
+            E::KIND.collection(),
+        );
+        let row = sqlx::query(&sql)
+            .bind(key)
+            .bind(parent.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| decode::<E>(&r)).transpose()
     }
 
     pub async fn get_by_id<E: Stored>(&self, id: Uuid) -> Result<Option<E>, StoreError> {
@@ -176,6 +202,9 @@ impl Store {
                 routes: all(&mut tx).await?,
                 consumers: all(&mut tx).await?,
                 plugins: all(&mut tx).await?,
+                keyauth_credentials: all(&mut tx).await?,
+                basicauth_credentials: all(&mut tx).await?,
+                acls: all(&mut tx).await?,
             },
         };
         tx.commit().await?;
@@ -213,24 +242,23 @@ impl Store {
         Ok(true)
     }
 
-    /// Replaces the whole config with `snapshot`'s entities in one transaction (DB-less loads,
+    /// Replaces the whole config with `entities` in one transaction (DB-less loads,
     /// `POST /config`). Either all of it is applied or none.
-    pub async fn replace_all(
-        &self,
-        services: &[sluice_model::Service],
-        routes: &[sluice_model::Route],
-        consumers: &[sluice_model::Consumer],
-        plugins: &[sluice_model::Plugin],
-    ) -> Result<u64, StoreError> {
+    pub async fn replace_all(&self, entities: &Entities) -> Result<u64, StoreError> {
         // Fast path: batched inserts; on any failure, the row-by-row path names the culprit.
         let mut tx = self.writer.begin().await?;
         clear(&mut tx).await?;
         let fast = async {
-            let rows = |e: Vec<crate::bulk::Row>| e;
-            crate::bulk::upsert(&mut tx, "consumers", &rows(collect_rows(consumers)?)).await?;
-            crate::bulk::upsert(&mut tx, "services", &rows(collect_rows(services)?)).await?;
-            crate::bulk::upsert(&mut tx, "routes", &rows(collect_rows(routes)?)).await?;
-            crate::bulk::upsert(&mut tx, "plugins", &rows(collect_rows(plugins)?)).await?;
+            let e = entities;
+            crate::bulk::upsert(&mut tx, "consumers", &collect_rows(&e.consumers)?).await?;
+            crate::bulk::upsert(&mut tx, "services", &collect_rows(&e.services)?).await?;
+            crate::bulk::upsert(&mut tx, "routes", &collect_rows(&e.routes)?).await?;
+            crate::bulk::upsert(&mut tx, "plugins", &collect_rows(&e.plugins)?).await?;
+            let keys = collect_rows(&e.keyauth_credentials)?;
+            crate::bulk::upsert(&mut tx, "keyauth_credentials", &keys).await?;
+            let passwords = collect_rows(&e.basicauth_credentials)?;
+            crate::bulk::upsert(&mut tx, "basicauth_credentials", &passwords).await?;
+            crate::bulk::upsert(&mut tx, "acls", &collect_rows(&e.acls)?).await?;
             Ok::<(), StoreError>(())
         }
         .await;
@@ -240,18 +268,13 @@ impl Store {
         drop(tx);
         let mut tx = self.writer.begin().await?;
         clear(&mut tx).await?;
-        for entity in consumers {
-            write(&mut tx, entity).await?;
-        }
-        for entity in services {
-            write(&mut tx, entity).await?;
-        }
-        for entity in routes {
-            write(&mut tx, entity).await?;
-        }
-        for entity in plugins {
-            write(&mut tx, entity).await?;
-        }
+        write_all(&mut tx, &entities.consumers).await?;
+        write_all(&mut tx, &entities.services).await?;
+        write_all(&mut tx, &entities.routes).await?;
+        write_all(&mut tx, &entities.plugins).await?;
+        write_all(&mut tx, &entities.keyauth_credentials).await?;
+        write_all(&mut tx, &entities.basicauth_credentials).await?;
+        write_all(&mut tx, &entities.acls).await?;
         self.commit(tx).await
     }
 
@@ -325,8 +348,26 @@ impl Store {
 
 // === helpers ===
 
+async fn write_all<E: Stored>(
+    tx: &mut Transaction<'_, Sqlite>,
+    entities: &[E],
+) -> Result<(), StoreError> {
+    for entity in entities {
+        write(tx, entity).await?;
+    }
+    Ok(())
+}
+
 async fn clear(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
-    for table in ["plugins", "routes", "services", "consumers"] {
+    for table in [
+        "acls",
+        "basicauth_credentials",
+        "keyauth_credentials",
+        "plugins",
+        "routes",
+        "services",
+        "consumers",
+    ] {
         sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&mut **tx)
             .await?;
@@ -392,6 +433,9 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Resu
         (_, Some(AnyEntity::Route(e))) => write(tx, e).await,
         (_, Some(AnyEntity::Consumer(e))) => write(tx, e).await,
         (_, Some(AnyEntity::Plugin(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::KeyAuth(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::BasicAuth(e))) => write(tx, e).await,
+        (_, Some(AnyEntity::Acl(e))) => write(tx, e).await,
         (_, None) => Err(crate::bulk::missing_entity(change)),
     }
 }

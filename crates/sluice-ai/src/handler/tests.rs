@@ -250,6 +250,8 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         route_id: Uuid::nil(),
         service_id: None,
         consumer_id: None,
+        consumer: None,
+        identities: Default::default(),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
         started: Instant::now(),
         upstream: None,

@@ -36,6 +36,8 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         route_id: Uuid::nil(),
         service_id: None,
         consumer_id: None,
+        consumer: None,
+        identities: Default::default(),
         client_addr: SocketAddr::from((ip, 5000)),
         started: Instant::now(),
         upstream: None,
