@@ -19,7 +19,7 @@ pub struct ConsumerInfo {
     pub id: Uuid,
     pub username: Option<String>,
     pub custom_id: Option<String>,
-    /// Its ACL groups, in the order they were created.
+    /// Its ACL groups, oldest first (by name within one second).
     pub groups: Vec<String>,
 }
 
@@ -70,12 +70,12 @@ static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-c
 
 impl Identities {
     pub fn new(entities: &Entities) -> Self {
-        let mut groups: HashMap<Uuid, Vec<(i64, Uuid, &str)>> = HashMap::new();
+        let mut groups: HashMap<Uuid, Vec<(i64, &str)>> = HashMap::new();
         for acl in &entities.acls {
             groups
                 .entry(acl.consumer.id)
                 .or_default()
-                .push((acl.created_at, acl.id, &acl.group));
+                .push((acl.created_at, &acl.group));
         }
         let mut consumers = HashMap::with_capacity(entities.consumers.len());
         let mut by_username = HashMap::new();
@@ -86,7 +86,7 @@ impl Identities {
                 id: consumer.id,
                 username: consumer.username.clone(),
                 custom_id: consumer.custom_id.clone(),
-                groups: mine.into_iter().map(|(_, _, g)| g.to_owned()).collect(),
+                groups: mine.into_iter().map(|(_, g)| g.to_owned()).collect(),
             });
             if let Some(username) = &consumer.username {
                 by_username.insert(username.clone(), info.clone());
