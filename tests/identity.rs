@@ -681,3 +681,87 @@ async fn credentials_in_a_deck_file() {
     let (status, _) = send(node.through("GET", "/api").header("apikey", "bob-key")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "bob's key was deleted");
 }
+
+/// A `{vault://env/...}` reference reaches the upstream as the environment's value, and never
+/// appears in the stored config's dump, the Admin API or the logs; one that cannot be resolved
+/// fails its plugin closed, naming the reference, while the rest keeps serving; a reference to
+/// a vault Sluice lacks is refused when written.
+#[tokio::test]
+async fn secrets_by_reference() {
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start_with_env(&[("SLUICE_TEST_OPENAI_KEY", "Bearer sk-from-env")]).await;
+    let ai = |reference: &str| {
+        json!({"name": "ai-proxy", "config": {
+            "route_type": "llm/v1/chat",
+            "auth": {"header_name": "Authorization", "header_value": reference},
+            "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": mock.url()}},
+        }})
+    };
+    for (name, reference) in [
+        ("good", "{vault://env/sluice-test-openai-key}"),
+        ("unset", "{vault://env/sluice-test-not-set}"),
+    ] {
+        let (status, _) = node
+            .post(
+                "/routes",
+                json!({"name": name, "paths": [format!("/{name}")]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, body) = node
+            .post(&format!("/routes/{name}/plugins"), ai(reference))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // An unknown vault: refused, naming the field; nothing written.
+    let (status, body) = node.post("/plugins", ai("{vault://aws/openai-key}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["fields"]["config"]["auth"]["header_value"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not find vault (aws)")),
+        "{body}"
+    );
+    assert_eq!(node.count("plugins").await, 2);
+    wait_for_version(&node, node.config_version().await).await;
+
+    let chat = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = send(node.through("POST", "/good").json(&chat)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent = mock.last_request().expect("the provider was called");
+    let auth = sent
+        .headers
+        .iter()
+        .find(|(name, _)| name == "authorization")
+        .map(|(_, value)| value.as_str());
+    assert_eq!(auth, Some("Bearer sk-from-env"));
+
+    // The unresolvable reference: that route fails closed and names the reference.
+    let (status, body) = send(node.through("POST", "/unset").json(&chat)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.to_string()
+            .contains("{vault://env/sluice-test-not-set}"),
+        "{body}"
+    );
+    let (_, status_body) = node.get("/status").await;
+    let faults = status_body["proxy"]["configuration_faults"].to_string();
+    assert!(faults.contains("SLUICE_TEST_NOT_SET"), "{faults}");
+
+    // Stored, listed and dumped as the reference; the value is nowhere.
+    let (_, plugins) = node.get("/plugins").await;
+    assert!(plugins
+        .to_string()
+        .contains("{vault://env/sluice-test-openai-key}"));
+    let (ok, dump, _) = deck(&node, &["dump"]);
+    assert!(ok);
+    assert!(
+        dump.contains("{vault://env/sluice-test-openai-key}"),
+        "{dump}"
+    );
+    for place in [plugins.to_string(), dump, node.logs()] {
+        assert!(!place.contains("sk-from-env"), "the value leaked: {place}");
+    }
+}

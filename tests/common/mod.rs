@@ -70,16 +70,29 @@ impl Sluice {
 
     /// `sluice start` with `args`, on fresh admin and proxy ports.
     pub async fn launch(dir: PathBuf, args: &[String]) -> Self {
-        Self::launch_with(dir, args, "--admin-listen").await
+        Self::launch_with(dir, args, "--admin-listen", &[]).await
+    }
+
+    /// Starts a node with a new SQLite file and extra environment variables.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let dir = temp_dir();
+        let database = format!("sqlite://{}", dir.join("sluice.db").display());
+        let args = ["--database".to_owned(), database];
+        Self::launch_with(dir, &args, "--admin-listen", env).await
     }
 
     /// A data plane: it has no Admin API, so readiness is read from its status listener,
     /// which `admin` then points at.
     pub async fn launch_data_plane(dir: PathBuf, args: &[String]) -> Self {
-        Self::launch_with(dir, args, "--status-listen").await
+        Self::launch_with(dir, args, "--status-listen", &[]).await
     }
 
-    async fn launch_with(dir: PathBuf, args: &[String], status_flag: &str) -> Self {
+    async fn launch_with(
+        dir: PathBuf,
+        args: &[String],
+        status_flag: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let admin_port = free_port();
         let proxy_port = free_port();
         let admin = format!("127.0.0.1:{admin_port}");
@@ -89,6 +102,7 @@ impl Sluice {
             .args(["start", status_flag, &admin])
             .args(["--proxy-listen", &format!("127.0.0.1:{proxy_port}")])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

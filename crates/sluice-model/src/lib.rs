@@ -10,6 +10,7 @@
 //! - [`entity`]: the typed, validated entities.
 //! - [`schema`]: compiled JSON Schemas, defaults, form coercion, Kong's `/schemas` format.
 //! - [`validate`]: input → entity (schema + Kong's entity checks).
+//! - [`vault`]: secrets by reference (`{vault://env/NAME}`).
 //! - [`violation`]: errors in Kong's `schema violation` shape.
 //! - [`wire`]: the bodies of Sluice's own sync and snapshot endpoints (server and CLI).
 
@@ -21,6 +22,7 @@ pub mod entity;
 pub mod plugins;
 pub mod schema;
 pub mod validate;
+pub mod vault;
 pub mod violation;
 pub mod wire;
 

@@ -192,6 +192,16 @@ impl Schemas {
         if config_violation.is_empty() {
             crate::plugins::check(&name, config, &mut config_violation);
         }
+        for (path, whole) in crate::vault::references(config) {
+            let checked = match crate::vault::parse(&whole) {
+                Some(Ok(reference)) => reference.check(&whole),
+                Some(Err(message)) => Err(message),
+                None => Ok(()),
+            };
+            if let Err(message) = checked {
+                config_violation.field(&path, message);
+            }
+        }
         violation.nest("config", config_violation);
     }
 }

@@ -279,6 +279,9 @@ fn served_here(route: &Route) -> bool {
 }
 
 /// Builds one plugin instance; on failure, the 503 reason its routes give (and a fault).
+/// `{vault://...}` references in its config are resolved first, from this process's
+/// environment; one that cannot be resolved fails the plugin closed, and the message names
+/// the reference, never a value.
 fn build_plugin(
     registry: &Registry,
     plugin: &Plugin,
@@ -289,6 +292,33 @@ fn build_plugin(
             "plugin '{}' is configured on this route but not available in this data plane",
             plugin.name
         ));
+    };
+    let resolved;
+    let plugin = if sluice_model::vault::references(&plugin.config).is_empty() {
+        plugin
+    } else {
+        let env = |name: &str| std::env::var(name).ok();
+        match sluice_model::vault::resolve_config(&plugin.config, &env) {
+            Ok(config) => {
+                resolved = Plugin {
+                    config,
+                    ..plugin.clone()
+                };
+                &resolved
+            }
+            Err((path, message)) => {
+                let message = format!("config.{path}: {message}");
+                faults.push(EntityFault {
+                    entity: EntityKind::Plugin,
+                    id: plugin.id,
+                    message: message.clone(),
+                });
+                return Err(format!(
+                    "plugin '{}' ({}) on this route cannot run: {message}",
+                    plugin.name, plugin.id
+                ));
+            }
+        }
     };
     factory.build(plugin).map_err(|error| {
         faults.push(EntityFault {
