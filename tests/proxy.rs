@@ -295,7 +295,7 @@ async fn plugins_run_in_their_phases_with_kongs_precedence() {
     );
 
     // A plugin this data plane cannot run fails closed on its route.
-    kong.post("/routes/open/plugins", json!({"name": "key-auth"}))
+    kong.post("/routes/open/plugins", json!({"name": "cors"}))
         .await;
     kong.wait_for_proxy("/open", 503).await;
     let body: Value = kong
@@ -306,7 +306,7 @@ async fn plugins_run_in_their_phases_with_kongs_precedence() {
         .json()
         .await
         .unwrap();
-    assert!(body["message"].as_str().unwrap().contains("key-auth"));
+    assert!(body["message"].as_str().unwrap().contains("cors"));
 }
 
 /// Requests flow continuously while 200 config changes are made; every request gets an
