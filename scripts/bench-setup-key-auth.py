@@ -5,6 +5,7 @@
 #   python3 scripts/bench-proxy.py --setup scripts/bench-setup-key-auth.py \
 #     --extra-target 'plain=/plain?apikey=key-5000' --extra-target 'key-auth=/keyed?apikey=key-5000'
 import os
+import sys
 import subprocess
 import tempfile
 
@@ -12,7 +13,8 @@ CONSUMERS = 10_000
 
 
 def setup(admin, up_port):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Run by exec from bench-proxy.py (no __file__): the root is beside its script.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0])))
     sluice = os.path.join(root, "target", "release", "sluice")
     lines = [
         '_format_version: "3.0"',
