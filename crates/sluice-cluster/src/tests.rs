@@ -732,3 +732,76 @@ fn plugin(config: Value) -> Plugin {
         tags: None,
     }
 }
+
+/// Credentials reach data planes like every other entity: in the full push, in a delta, and
+/// in the config hash (a changed key changes what the data plane must serve).
+#[test]
+fn credentials_travel_in_pushes_deltas_and_the_hash() {
+    let alice = consumer("alice");
+    let owner = ForeignKey { id: alice.id };
+    let key = sluice_model::KeyAuth {
+        id: Uuid::new_v4(),
+        created_at: CREATED,
+        consumer: owner,
+        key: "alice-key".to_owned(),
+        ttl: None,
+        tags: None,
+    };
+    let password = sluice_model::BasicAuth {
+        id: Uuid::new_v4(),
+        created_at: CREATED,
+        consumer: owner,
+        username: "alice".to_owned(),
+        password: sluice_model::credentials::hash_password("pw", alice.id),
+        tags: None,
+        password_as_written: None,
+    };
+    let group = sluice_model::Acl {
+        id: Uuid::new_v4(),
+        created_at: CREATED,
+        consumer: owner,
+        group: "admins".to_owned(),
+        tags: None,
+    };
+    let old = Snapshot {
+        version: 1,
+        entities: Entities {
+            consumers: vec![alice],
+            keyauth_credentials: vec![key.clone()],
+            basicauth_credentials: vec![password],
+            acls: vec![group.clone()],
+            ..Entities::default()
+        },
+    };
+    let frame = encode_reconfigure(&old, &config_hash(&old)).unwrap();
+    match decode(&frame).unwrap() {
+        Message::Reconfigure { snapshot, .. } => assert_eq!(snapshot, old),
+        other => panic!("expected a reconfigure, got {other:?}"),
+    }
+
+    let mut new = old.clone();
+    new.version = 2;
+    new.entities.keyauth_credentials[0].key = "rotated".to_owned();
+    new.entities.acls.clear();
+    assert_ne!(
+        config_hash(&old),
+        config_hash(&new),
+        "a rotated key is a new config"
+    );
+    let changes = crate::message::DeltaChanges::between(&old, &new);
+    assert_eq!(changes.keyauth_credentials.len(), 1);
+    assert_eq!(changes.deleted, vec![("acls".to_owned(), group.id)]);
+    let frame = encode(&Message::Delta {
+        version: 2,
+        base_hash: config_hash(&old),
+        config_hash: config_hash(&new),
+        changes,
+    })
+    .unwrap();
+    let Message::Delta { changes, .. } = decode(&frame).unwrap() else {
+        panic!("expected a delta");
+    };
+    let patched = changes.apply(&old, 2);
+    assert_eq!(patched, new);
+    assert_eq!(config_hash(&patched), config_hash(&new));
+}
