@@ -95,27 +95,6 @@ fn merge(base: &mut Value, patch: Value) {
     }
 }
 
-/// The ai-proxy log records Sluice wrote, newest last.
-async fn ai_records(kong: &Sluice, at_least: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let records: Vec<Value> = kong
-            .logs()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter_map(|line| {
-                line["fields"]["ai"]
-                    .as_str()
-                    .and_then(|s| serde_json::from_str(s).ok())
-            })
-            .collect();
-        if records.len() >= at_least || Instant::now() > deadline {
-            return records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Splits an SSE body into its events' data fields, checking the framing strictly.
 fn sse_data(body: &str) -> Vec<String> {
     assert!(
@@ -174,7 +153,7 @@ async fn chat(provider: &str) {
         s.model,
         "the configured model is sent"
     );
-    let records = ai_records(&s.kong, 1).await;
+    let records = s.kong.ai_records(1).await;
     let record = &records.last().expect("a log record")["ai"]["proxy"];
     assert_eq!(record["meta"]["provider_name"], provider);
     assert_eq!(record["meta"]["request_model"], s.model);
@@ -252,7 +231,7 @@ async fn chat_streaming(provider: &str) {
                 .is_some_and(|t| !t.is_empty())
         })
         .count();
-    let records = ai_records(&s.kong, 1).await;
+    let records = s.kong.ai_records(1).await;
     let usage = &records.last().unwrap()["ai"]["proxy"]["usage"];
     assert_eq!(
         usage["completion_tokens"], words,
@@ -311,7 +290,7 @@ async fn responses(provider: &str) {
     );
     assert!(!text.contains("[DONE]"));
     let completed: Value = serde_json::from_str(sse_data(&text).last().unwrap()).unwrap();
-    let records = ai_records(&s.kong, 2).await;
+    let records = s.kong.ai_records(2).await;
     let usage = &records.last().unwrap()["ai"]["proxy"]["usage"];
     assert_eq!(
         usage["prompt_tokens"],
@@ -913,7 +892,7 @@ async fn payloads_are_logged_only_when_asked() {
         json!({"messages": [{"role": "user", "content": "remember-this-prompt"}]}),
     )
     .await;
-    let records = ai_records(&s.kong, 1).await;
+    let records = s.kong.ai_records(1).await;
     let payload = &records.last().unwrap()["ai"]["proxy"]["payload"];
     assert!(payload["request"]
         .as_str()
@@ -926,7 +905,7 @@ async fn payloads_are_logged_only_when_asked() {
         json!({"messages": [{"role": "user", "content": "secret-prompt"}]}),
     )
     .await;
-    let records = ai_records(&s.kong, 1).await;
+    let records = s.kong.ai_records(1).await;
     assert!(records.last().unwrap()["ai"]["proxy"]
         .get("payload")
         .is_none());
@@ -954,7 +933,7 @@ async fn cost_is_computed_from_config_prices() {
         body["usage"]["prompt_tokens"].as_f64().unwrap(),
         body["usage"]["completion_tokens"].as_f64().unwrap(),
     );
-    let records = ai_records(&s.kong, 1).await;
+    let records = s.kong.ai_records(1).await;
     let cost = records.last().unwrap()["ai"]["proxy"]["usage"]["cost"]
         .as_f64()
         .unwrap();

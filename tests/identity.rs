@@ -5,7 +5,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{send, upstream, Sluice, BIN};
@@ -35,22 +34,8 @@ async fn route_with(node: &Sluice, name: &str, plugins: &[Value]) {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    // Served once the plugins are: a request without credentials is refused.
-    let version = node.config_version().await;
-    wait_for_version(node, version).await;
-}
-
-/// Waits until the proxy serves config `version` (or later).
-async fn wait_for_version(node: &Sluice, version: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, status) = node.get("/status").await;
-        if status["proxy"]["configuration_version"].as_u64() >= Some(version) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "proxy never reached {version}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Served once the proxy has the config version with the plugins.
+    node.wait_for_served(node.config_version().await).await;
 }
 
 async fn consumer(node: &Sluice, username: &str) -> String {
@@ -202,7 +187,7 @@ async fn bad_plugin_configs_are_refused_and_nothing_is_written() {
         (
             json!({"name": "key-auth", "config": {"key_names": []}}),
             "config.key_names",
-            "",
+            "length must be at least 1",
         ),
         (
             json!({"name": "acl", "config": {"allow": ["a"], "deny": ["b"]}}),
@@ -330,7 +315,7 @@ async fn key_auth_on_a_route() {
     // A key removed through the Admin API stops working once the proxy has the change.
     let (status, _) = node.delete("/key-auths/alice-key").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    wait_for_version(&node, node.config_version().await).await;
+    node.wait_for_served(node.config_version().await).await;
     let (status, _) = send(
         node.through("GET", "/keyed/x")
             .header("apikey", "alice-key"),
@@ -507,7 +492,7 @@ async fn ai_route_behind_key_auth_attributes_usage() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    wait_for_version(&node, node.config_version().await).await;
+    node.wait_for_served(node.config_version().await).await;
 
     let chat = |key: Option<&'static str>| {
         let mut request = node
@@ -537,23 +522,7 @@ async fn ai_route_behind_key_auth_attributes_usage() {
         "refused calls never reach the provider"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let records = loop {
-        let records: Vec<Value> = node
-            .logs()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter_map(|line| {
-                line["fields"]["ai"]
-                    .as_str()
-                    .and_then(|s| serde_json::from_str(s).ok())
-            })
-            .collect();
-        if records.len() >= 3 || Instant::now() > deadline {
-            break records;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let records = node.ai_records(3).await;
     let owners: Vec<&Value> = records.iter().map(|r| &r["consumer"]["id"]).collect();
     assert_eq!(owners, [&json!(alice), &json!(alice), &json!(bob)]);
     assert!(records
@@ -671,7 +640,7 @@ async fn credentials_in_a_deck_file() {
     assert_eq!(out, NO_CHANGES);
 
     // The synced config serves: alice's key is accepted through key-auth and acl.
-    wait_for_version(&node, node.config_version().await).await;
+    node.wait_for_served(node.config_version().await).await;
     let (status, _) = send(node.through("GET", "/api").header("apikey", "alice-key")).await;
     assert_eq!(
         status,
@@ -725,7 +694,7 @@ async fn secrets_by_reference() {
         "{body}"
     );
     assert_eq!(node.count("plugins").await, 2);
-    wait_for_version(&node, node.config_version().await).await;
+    node.wait_for_served(node.config_version().await).await;
 
     let chat = json!({"messages": [{"role": "user", "content": "hi"}]});
     let (status, body) = send(node.through("POST", "/good").json(&chat)).await;

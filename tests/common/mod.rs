@@ -289,6 +289,44 @@ impl Sluice {
         }
     }
 
+    /// Polls `/status` until the proxy serves config `version` or a later one.
+    pub async fn wait_for_served(&self, version: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, status) = self.get("/status").await;
+            if status["proxy"]["configuration_version"].as_u64() >= Some(version) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy never served version {version}: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The ai-proxy usage records this node logged (`--log-format json`), polled until there
+    /// are at least `at_least` of them or 5 s passed.
+    pub async fn ai_records(&self, at_least: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let records: Vec<Value> = self
+                .logs()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter_map(|line| {
+                    line["fields"]["ai"]
+                        .as_str()
+                        .and_then(|s| serde_json::from_str(s).ok())
+                })
+                .collect();
+            if records.len() >= at_least || Instant::now() > deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn config_version(&self) -> u64 {
         let (_, status) = self.get("/status").await;
         status["configuration_version"]

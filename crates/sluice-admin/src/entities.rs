@@ -50,8 +50,28 @@ pub async fn get<E: Stored>(
     State(state): State<AdminState>,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let entity: E = state.store().get(&key).await?.ok_or(ApiError::NotFound)?;
+    get_in::<E>(&state, &key, None).await
+}
+
+async fn get_in<E: Stored>(
+    state: &AdminState,
+    key: &str,
+    within: Option<Within>,
+) -> Result<Json<Value>, ApiError> {
+    let entity: E = find(state, key, within).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(render(&entity)))
+}
+
+/// 204 whether or not the entity existed, as in Kong.
+async fn delete_in<E: Stored>(
+    state: &AdminState,
+    key: &str,
+    within: Option<Within>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(entity) = find::<E>(state, key, within).await? {
+        state.store().delete::<E>(entity.id()).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Where an item handler looks: everywhere (`/key-auths/{k}`), or under one parent
@@ -91,10 +111,7 @@ pub async fn get_nested<P: Stored, C: Stored>(
     Path((parent, key)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let within = parent_scope::<P>(&state, &parent).await?;
-    let entity: C = find(&state, &key, Some(within))
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(render(&entity)))
+    get_in::<C>(&state, &key, Some(within)).await
 }
 
 pub async fn put_nested<P: Stored, C: Stored>(
@@ -122,10 +139,7 @@ pub async fn delete_nested<P: Stored, C: Stored>(
     Path((parent, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let within = parent_scope::<P>(&state, &parent).await?;
-    if let Some(entity) = find::<C>(&state, &key, Some(within)).await? {
-        state.store().delete::<C>(entity.id()).await?;
-    }
-    Ok(StatusCode::NO_CONTENT)
+    delete_in::<C>(&state, &key, Some(within)).await
 }
 
 /// Kong's upsert: the URL key (id or name) identifies the entity, the body replaces it whole.
@@ -237,15 +251,11 @@ async fn patch_in<E: Stored>(
     Ok((StatusCode::OK, Json(render(&entity))).into_response())
 }
 
-/// 204 whether or not the entity existed, as in Kong.
 pub async fn delete<E: Stored>(
     State(state): State<AdminState>,
     Path(key): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(entity) = state.store().get::<E>(&key).await? {
-        state.store().delete::<E>(entity.id()).await?;
-    }
-    Ok(StatusCode::NO_CONTENT)
+    delete_in::<E>(&state, &key, None).await
 }
 
 // === nested handlers: /services/{s}/routes, /{parent}/{p}/plugins ===

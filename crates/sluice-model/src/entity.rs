@@ -321,8 +321,10 @@ impl Protocol {
 
 // === impl Entity ===
 
+/// `impl Entity`: the endpoint key as an expression of the entity, then any methods the kind
+/// overrides. A credential (`credential Kind, ...`) also names its consumer as its owner.
 macro_rules! entity_impl {
-    ($ty:ident, $kind:expr, $key:ident) => {
+    ($ty:ident, $kind:expr, |$e:ident| $key:expr $(, $extra:item)*) => {
         impl Entity for $ty {
             const KIND: EntityKind = $kind;
             fn id(&self) -> Uuid {
@@ -335,58 +337,44 @@ macro_rules! entity_impl {
                 self.tags.as_deref()
             }
             fn endpoint_key(&self) -> Option<&str> {
-                self.$key.as_deref()
+                let $e = self;
+                $key
             }
             fn into_any(self) -> AnyEntity {
                 AnyEntity::$ty(self)
             }
+            $($extra)*
         }
     };
-}
-
-entity_impl!(Service, EntityKind::Service, name);
-entity_impl!(Route, EntityKind::Route, name);
-entity_impl!(Consumer, EntityKind::Consumer, username);
-entity_impl!(Plugin, EntityKind::Plugin, instance_name);
-
-macro_rules! credential_impl {
-    ($ty:ident, $kind:expr, $key:ident) => {
-        impl Entity for $ty {
-            const KIND: EntityKind = $kind;
-            fn id(&self) -> Uuid {
-                self.id
-            }
-            fn created_at(&self) -> i64 {
-                self.created_at
-            }
-            fn tags(&self) -> Option<&[String]> {
-                self.tags.as_deref()
-            }
-            fn endpoint_key(&self) -> Option<&str> {
-                Some(&self.$key)
-            }
-            fn into_any(self) -> AnyEntity {
-                AnyEntity::$ty(self)
-            }
+    (credential $ty:ident, $kind:expr, |$e:ident| $key:expr $(, $extra:item)*) => {
+        entity_impl!($ty, $kind, |$e| $key,
             fn owner(&self) -> Option<Uuid> {
                 Some(self.consumer.id)
             }
-            credential_impl!(@secrets $ty);
-        }
+            $(, $extra)*
+        );
     };
-    (@secrets BasicAuth) => {
-        fn keep_secrets_of(&mut self, stored: &Self, input: &serde_json::Map<String, serde_json::Value>) {
-            if !input.contains_key("password") && self.consumer == stored.consumer {
-                self.password = stored.password.clone();
-            }
-        }
-    };
-    (@secrets $ty:ident) => {};
 }
 
-credential_impl!(KeyAuth, EntityKind::KeyAuth, key);
-credential_impl!(BasicAuth, EntityKind::BasicAuth, username);
-credential_impl!(Acl, EntityKind::Acl, group);
+entity_impl!(Service, EntityKind::Service, |e| e.name.as_deref());
+entity_impl!(Route, EntityKind::Route, |e| e.name.as_deref());
+entity_impl!(Consumer, EntityKind::Consumer, |e| e.username.as_deref());
+entity_impl!(Plugin, EntityKind::Plugin, |e| e.instance_name.as_deref());
+entity_impl!(credential KeyAuth, EntityKind::KeyAuth, |e| Some(&e.key));
+entity_impl!(credential Acl, EntityKind::Acl, |e| Some(&e.group));
+entity_impl!(
+    credential BasicAuth,
+    EntityKind::BasicAuth,
+    |e| Some(&e.username),
+    /// An update that does not give the password again keeps the stored hash (hashing the
+    /// hash would lock the consumer out), unless the credential moved to another consumer,
+    /// whose id salts the hash.
+    fn keep_secrets_of(&mut self, stored: &Self, input: &serde_json::Map<String, serde_json::Value>) {
+        if !input.contains_key("password") && self.consumer == stored.consumer {
+            self.password = stored.password.clone();
+        }
+    }
+);
 
 /// Two basic-auth credentials are the same when their stored fields are (the password as
 /// written is only input).

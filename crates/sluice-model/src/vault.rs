@@ -152,30 +152,53 @@ fn walk(value: &Value, path: String, found: &mut Vec<(String, String)>) {
     }
 }
 
-/// `config` with every reference replaced by its value; the first that cannot be resolved is
-/// the error, as `(path, message)`.
+/// `config` with every reference replaced by its value: `None` when it holds no reference
+/// (nothing to copy); the first that cannot be resolved is the error, as `(path, message)`.
 pub fn resolve_config(
     config: &Value,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Value, (String, String)> {
-    let mut resolved = config.clone();
-    for (path, whole) in references(config) {
-        let value = match parse(&whole) {
-            Some(Ok(reference)) => reference.resolve(&whole, env),
-            Some(Err(message)) => Err(message),
-            None => continue,
-        }
-        .map_err(|message| (path.clone(), message))?;
-        let mut slot = &mut resolved;
-        for part in path.split('.') {
-            slot = match slot {
-                Value::Array(items) => &mut items[part.parse::<usize>().unwrap_or(0)],
-                other => &mut other[part],
-            };
-        }
-        *slot = Value::String(value);
+) -> Result<Option<Value>, (String, String)> {
+    if references(config).is_empty() {
+        return Ok(None);
     }
-    Ok(resolved)
+    let mut resolved = config.clone();
+    resolve_in(&mut resolved, String::new(), env)?;
+    Ok(Some(resolved))
+}
+
+fn resolve_in(
+    value: &mut Value,
+    path: String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    let child = |name: &str| {
+        if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    match value {
+        Value::String(text) => {
+            if let Some(reference) = parse(text) {
+                let whole = text.as_str();
+                let resolved = reference.and_then(|r| r.resolve(whole, env));
+                *text = resolved.map_err(|message| (path, message))?;
+            }
+        }
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                resolve_in(field, child(name), env)?;
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                resolve_in(item, child(&index.to_string()), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,10 +240,14 @@ mod tests {
     #[test]
     fn configs_resolve_and_errors_name_the_reference_not_a_value() {
         let config = serde_json::json!({"auth": {"header_value": "{vault://env/openai-key}"}, "list": ["{vault://env/openai-key#2}"]});
-        let resolved = resolve_config(&config, &env).unwrap();
+        let resolved = resolve_config(&config, &env).unwrap().unwrap();
         assert_eq!(resolved["auth"]["header_value"], "sk-1");
         assert_eq!(resolved["list"][0], "sk-0");
         let missing = serde_json::json!({"auth": {"header_value": "{vault://env/nope}"}});
+        assert_eq!(
+            resolve_config(&serde_json::json!({"a": "b"}), &env),
+            Ok(None)
+        );
         let (path, message) = resolve_config(&missing, &env).unwrap_err();
         assert_eq!(path, "auth.header_value");
         assert!(

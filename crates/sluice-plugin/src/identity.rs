@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use crate::{ProxyRequest, RequestCtx};
 
-/// A consumer as the request path needs it.
+/// A consumer as the request path needs it. The upstream headers it gives a request are
+/// built once per config version, so authenticating a request allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
     pub id: Uuid,
@@ -21,12 +22,19 @@ pub struct ConsumerInfo {
     pub custom_id: Option<String>,
     /// Its ACL groups, oldest first (by name within one second).
     pub groups: Vec<String>,
+    /// `X-Consumer-ID`, `X-Consumer-Username`, `X-Consumer-Custom-ID` (`None` for a field
+    /// that is unset or not a valid header value), and `X-Consumer-Groups` (`a, b`).
+    pub id_header: HeaderValue,
+    pub username_header: Option<HeaderValue>,
+    pub custom_id_header: Option<HeaderValue>,
+    pub groups_header: Option<HeaderValue>,
 }
 
 /// A key-auth key.
 #[derive(Debug, Clone)]
 pub struct KeyCredential {
-    pub id: Uuid,
+    /// Its id, as `X-Credential-Identifier` sends it.
+    pub identifier: HeaderValue,
     pub consumer: Arc<ConsumerInfo>,
     /// Unix seconds after which the key no longer authenticates (`created_at + ttl`).
     pub expires_at: Option<i64>,
@@ -35,8 +43,8 @@ pub struct KeyCredential {
 /// A basic-auth credential: the stored hash and its consumer.
 #[derive(Debug, Clone)]
 pub struct BasicCredential {
-    pub id: Uuid,
-    pub username: String,
+    /// Its username, as `X-Credential-Identifier` sends it.
+    pub identifier: Option<HeaderValue>,
     pub password_hash: String,
     pub consumer: Arc<ConsumerInfo>,
 }
@@ -55,9 +63,8 @@ pub struct Identities {
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub consumer: Arc<ConsumerInfo>,
-    /// Kong's `X-Credential-Identifier`: the key-auth credential's id, the basic-auth
-    /// username; `None` for the anonymous consumer.
-    pub credential: Option<String>,
+    /// Whether a credential authenticated it (`false` for the anonymous consumer).
+    pub credential: bool,
 }
 
 static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
@@ -82,11 +89,16 @@ impl Identities {
         for consumer in &entities.consumers {
             let mut mine = groups.remove(&consumer.id).unwrap_or_default();
             mine.sort();
+            let groups: Vec<String> = mine.into_iter().map(|(_, g)| g.to_owned()).collect();
             let info = Arc::new(ConsumerInfo {
                 id: consumer.id,
                 username: consumer.username.clone(),
                 custom_id: consumer.custom_id.clone(),
-                groups: mine.into_iter().map(|(_, g)| g.to_owned()).collect(),
+                id_header: uuid_header(consumer.id),
+                username_header: header(consumer.username.as_deref()),
+                custom_id_header: header(consumer.custom_id.as_deref()),
+                groups_header: header(Some(groups.join(", ").as_str()).filter(|g| !g.is_empty())),
+                groups,
             });
             if let Some(username) = &consumer.username {
                 by_username.insert(username.clone(), info.clone());
@@ -101,7 +113,7 @@ impl Identities {
             keys.insert(
                 credential.key.clone(),
                 KeyCredential {
-                    id: credential.id,
+                    identifier: uuid_header(credential.id),
                     consumer: consumer.clone(),
                     expires_at: credential
                         .ttl
@@ -117,8 +129,7 @@ impl Identities {
             basic.insert(
                 credential.username.clone(),
                 BasicCredential {
-                    id: credential.id,
-                    username: credential.username.clone(),
+                    identifier: header(Some(&credential.username)),
                     password_hash: credential.password.clone(),
                     consumer: consumer.clone(),
                 },
@@ -145,16 +156,41 @@ impl Identities {
         self.consumers.get(&id)
     }
 
-    /// The key-auth credential of `key`, if it exists and has not expired at `now`.
-    pub fn key(&self, key: &str, now: i64) -> Option<&KeyCredential> {
-        self.keys
-            .get(key)
-            .filter(|credential| credential.expires_at.is_none_or(|at| now < at))
+    /// The key-auth credential of `key`, if it exists and has not expired (the clock is read
+    /// only for a key with a `ttl`).
+    pub fn key(&self, key: &str) -> Option<&KeyCredential> {
+        self.keys.get(key).filter(|credential| {
+            credential.expires_at.is_none_or(|at| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                now < at
+            })
+        })
     }
 
     pub fn basic(&self, username: &str) -> Option<&BasicCredential> {
         self.basic.get(username)
     }
+}
+
+/// A header value, when `text` is set and can be one.
+fn header(text: Option<&str>) -> Option<HeaderValue> {
+    text.and_then(|t| HeaderValue::from_str(t).ok())
+}
+
+fn uuid_header(id: Uuid) -> HeaderValue {
+    let mut buffer = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buffer))
+        .expect("a hyphenated UUID is a valid header value")
+}
+
+/// How a request was authenticated.
+pub enum Via {
+    /// A credential, with its `X-Credential-Identifier` (`None` when it cannot be a header).
+    Credential(Option<HeaderValue>),
+    /// The plugin's `anonymous` consumer.
+    Anonymous,
 }
 
 /// Marks the request as coming from `consumer` and sets Kong's upstream headers, as its auth
@@ -165,26 +201,30 @@ pub fn authenticate(
     request: &mut ProxyRequest,
     ctx: &mut RequestCtx,
     consumer: Arc<ConsumerInfo>,
-    credential: Option<String>,
+    via: Via,
 ) {
     let headers = &mut request.parts.headers;
-    let mut set = |name: &HeaderName, value: Option<&str>| {
-        match value.and_then(|v| HeaderValue::from_str(v).ok()) {
+    let mut set = |name: &HeaderName, value: Option<HeaderValue>| {
+        match value {
             Some(value) => headers.insert(name.clone(), value),
             None => headers.remove(name),
         };
     };
-    set(&X_CONSUMER_ID, Some(&consumer.id.to_string()));
-    set(&X_CONSUMER_CUSTOM_ID, consumer.custom_id.as_deref());
-    set(&X_CONSUMER_USERNAME, consumer.username.as_deref());
-    set(&X_CREDENTIAL_IDENTIFIER, credential.as_deref());
+    set(&X_CONSUMER_ID, Some(consumer.id_header.clone()));
+    set(&X_CONSUMER_CUSTOM_ID, consumer.custom_id_header.clone());
+    set(&X_CONSUMER_USERNAME, consumer.username_header.clone());
+    let (identifier, anonymous) = match via {
+        Via::Credential(identifier) => (identifier, false),
+        Via::Anonymous => (None, true),
+    };
+    set(&X_CREDENTIAL_IDENTIFIER, identifier);
     set(
         &X_ANONYMOUS_CONSUMER,
-        credential.is_none().then_some("true"),
+        anonymous.then(|| HeaderValue::from_static("true")),
     );
     ctx.consumer_id = Some(consumer.id);
     ctx.consumer = Some(Authenticated {
         consumer,
-        credential,
+        credential: !anonymous,
     });
 }

@@ -36,13 +36,13 @@ pub fn rank(
 }
 
 /// The enabled instance of each plugin name that applies to (route, service, consumer),
-/// picked by Kong's precedence. Sorted by name for determinism.
+/// picked by Kong's precedence, with the [`rank`] it won at. Sorted by name for determinism.
 pub fn select<'p>(
     candidates: impl IntoIterator<Item = &'p Plugin>,
     route: Option<Uuid>,
     service: Option<Uuid>,
     consumer: Option<Uuid>,
-) -> Vec<&'p Plugin> {
+) -> Vec<(u8, &'p Plugin)> {
     let mut best: BTreeMap<&str, (u8, &Plugin)> = BTreeMap::new();
     for plugin in candidates {
         if !plugin.enabled {
@@ -58,7 +58,7 @@ pub fn select<'p>(
             }
         }
     }
-    best.into_values().map(|(_, p)| p).collect()
+    best.into_values().collect()
 }
 
 #[cfg(test)]
@@ -116,7 +116,11 @@ mod tests {
         for winner in 0..levels.len() {
             let chosen = select(&levels[winner..], ids.0, ids.1, ids.2);
             assert_eq!(chosen.len(), 1);
-            assert_eq!(chosen[0].id, levels[winner].id, "level {winner} should win");
+            assert_eq!(
+                chosen[0].1.id, levels[winner].id,
+                "level {winner} should win"
+            );
+            assert_eq!(chosen[0].0 as usize, levels.len() - 1 - winner, "its rank");
         }
     }
 
@@ -132,7 +136,7 @@ mod tests {
             None,
             None,
         );
-        let names: Vec<&str> = chosen.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = chosen.iter().map(|(_, p)| p.name.as_str()).collect();
         assert_eq!(names, ["r"]);
         // Without an identified consumer, consumer-scoped plugins never apply.
         let consumer_only = plugin("p", None, None, Some(3));

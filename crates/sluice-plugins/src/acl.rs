@@ -2,7 +2,7 @@
 //! Runs after the auth plugins (priority 950), so it sees who they authenticated.
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
 use serde::Deserialize;
 use sluice_plugin::{
     erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
@@ -86,8 +86,9 @@ impl Plugin for Handler {
             // No auth plugin identified anyone.
             return auth::error(ctx, StatusCode::UNAUTHORIZED, "Unauthorized", None);
         };
-        let has_credential = authenticated.credential.is_some();
-        let groups = &authenticated.consumer.groups;
+        let has_credential = authenticated.credential;
+        let consumer = &authenticated.consumer;
+        let groups = &consumer.groups;
         let blocked = match &self.rule {
             Rule::Deny(deny) => groups.iter().any(|g| deny.contains(g)),
             Rule::Allow(allow) => !groups.iter().any(|g| allow.contains(g)),
@@ -100,15 +101,16 @@ impl Plugin for Handler {
                 auth::error(ctx, StatusCode::UNAUTHORIZED, "Unauthorized", None)
             };
         }
-        if !self.hide_groups_header && !groups.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&groups.join(", ")) {
+        match (&consumer.groups_header, self.hide_groups_header) {
+            (Some(value), false) => {
                 request
                     .parts
                     .headers
-                    .insert(X_CONSUMER_GROUPS.clone(), value);
+                    .insert(X_CONSUMER_GROUPS.clone(), value.clone());
             }
-        } else {
-            request.parts.headers.remove(&X_CONSUMER_GROUPS);
+            _ => {
+                request.parts.headers.remove(&X_CONSUMER_GROUPS);
+            }
         }
         Flow::Continue
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
-use sluice_plugin::identity::{authenticate, ConsumerInfo};
+use sluice_plugin::identity::{authenticate, ConsumerInfo, Via};
 use sluice_plugin::{json_response, Flow, ProxyRequest, RequestCtx};
 
 /// Kong's error body (`{"message", "request_id"}`) with `WWW-Authenticate` when given.
@@ -30,11 +30,7 @@ pub(crate) fn error(
 /// Kong's "logical OR" of auth plugins: with `anonymous` set, a request another auth plugin
 /// already authenticated with a credential is left alone.
 pub(crate) fn already_authenticated(ctx: &RequestCtx, anonymous: &Option<String>) -> bool {
-    anonymous.is_some()
-        && ctx
-            .consumer
-            .as_ref()
-            .is_some_and(|c| c.credential.is_some())
+    anonymous.is_some() && ctx.consumer.as_ref().is_some_and(|c| c.credential)
 }
 
 /// A failed authentication: the plugin's own answer, or, with `anonymous` set, the request
@@ -51,7 +47,7 @@ pub(crate) fn fail(
     let consumer: Option<Arc<ConsumerInfo>> = ctx.identities.consumer(anonymous).cloned();
     match consumer {
         Some(consumer) => {
-            authenticate(request, ctx, consumer, None);
+            authenticate(request, ctx, consumer, Via::Anonymous);
             Flow::Continue
         }
         None => {

@@ -7,7 +7,7 @@ use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 use http::{HeaderName, StatusCode};
 use serde::Deserialize;
 use sluice_model::credentials::hash_password;
-use sluice_plugin::identity::{authenticate, BasicCredential};
+use sluice_plugin::identity::{authenticate, BasicCredential, Via};
 use sluice_plugin::{
     erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
     ProxyRequest, RequestCtx,
@@ -91,8 +91,8 @@ impl Plugin for Handler {
         }
         match verified {
             Some(credential) => {
-                let identifier = credential.username.clone();
-                authenticate(request, ctx, credential.consumer, Some(identifier));
+                let via = Via::Credential(credential.identifier);
+                authenticate(request, ctx, credential.consumer, via);
                 Flow::Continue
             }
             None => {

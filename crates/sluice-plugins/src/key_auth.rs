@@ -1,13 +1,11 @@
 //! `key-auth` (Kong 3.x `kong/plugins/key-auth`): a consumer's API key in a header, the query
 //! string or the body. Looking the key up is one hash-map hit on the compiled config.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_plugin::identity::authenticate;
+use sluice_plugin::identity::{authenticate, Via};
 use sluice_plugin::{
     erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
     ProxyRequest, RequestCtx,
@@ -103,26 +101,18 @@ impl Plugin for Handler {
             return Flow::Continue;
         }
         let failure = match self.find_key(request).await {
-            Ok(Some((found, key))) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                match ctx.identities.key(&key, now).cloned() {
-                    Some(credential) => {
-                        if self.config.hide_credentials {
-                            hide(request, ctx, &found);
-                        }
-                        authenticate(
-                            request,
-                            ctx,
-                            credential.consumer,
-                            Some(credential.id.to_string()),
-                        );
-                        return Flow::Continue;
+            Ok(Some((found, key))) => match ctx.identities.key(&key) {
+                Some(credential) => {
+                    let (consumer, identifier) =
+                        (credential.consumer.clone(), credential.identifier.clone());
+                    if self.config.hide_credentials {
+                        hide(request, ctx, &found);
                     }
-                    None => INVALID,
+                    authenticate(request, ctx, consumer, Via::Credential(Some(identifier)));
+                    return Flow::Continue;
                 }
-            }
+                None => INVALID,
+            },
             Ok(None) => NO_KEY,
             Err(message) => message,
         };

@@ -173,11 +173,10 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
         let selected = scope::select(candidates, Some(route.id), service_id, None);
         let mut chain = Vec::with_capacity(selected.len());
         let mut unavailable = None;
-        for plugin in selected {
+        for (rank, plugin) in selected {
             let handler = handlers
                 .entry(plugin.id)
                 .or_insert_with(|| build_plugin(registry, plugin, &mut faults));
-            let rank = scope::rank(plugin, Some(route.id), service_id, None).unwrap_or(0);
             match handler {
                 Ok(handler) => chain.push((handler.clone(), rank)),
                 Err(reason) => unavailable = Some(reason.clone()),
@@ -293,33 +292,27 @@ fn build_plugin(
             plugin.name
         ));
     };
-    let resolved;
-    let plugin = if sluice_model::vault::references(&plugin.config).is_empty() {
-        plugin
-    } else {
-        let env = |name: &str| std::env::var(name).ok();
-        match sluice_model::vault::resolve_config(&plugin.config, &env) {
-            Ok(config) => {
-                resolved = Plugin {
-                    config,
-                    ..plugin.clone()
-                };
-                &resolved
-            }
-            Err((path, message)) => {
-                let message = format!("config.{path}: {message}");
-                faults.push(EntityFault {
-                    entity: EntityKind::Plugin,
-                    id: plugin.id,
-                    message: message.clone(),
-                });
-                return Err(format!(
-                    "plugin '{}' ({}) on this route cannot run: {message}",
-                    plugin.name, plugin.id
-                ));
-            }
+    let env = |name: &str| std::env::var(name).ok();
+    let resolved = match sluice_model::vault::resolve_config(&plugin.config, &env) {
+        Ok(resolved) => resolved,
+        Err((path, message)) => {
+            let message = format!("config.{path}: {message}");
+            faults.push(EntityFault {
+                entity: EntityKind::Plugin,
+                id: plugin.id,
+                message: message.clone(),
+            });
+            return Err(format!(
+                "plugin '{}' ({}) on this route cannot run: {message}",
+                plugin.name, plugin.id
+            ));
         }
     };
+    let resolved = resolved.map(|config| Plugin {
+        config,
+        ..plugin.clone()
+    });
+    let plugin = resolved.as_ref().unwrap_or(plugin);
     factory.build(plugin).map_err(|error| {
         faults.push(EntityFault {
             entity: EntityKind::Plugin,

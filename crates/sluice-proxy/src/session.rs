@@ -364,9 +364,11 @@ impl<'a> Session<'a> {
     /// a plugin authenticates a consumer that has plugins of its own, the rest of the chain
     /// is chosen again for that consumer, as Kong's plugin iterator does.
     async fn access(mut self, mut request: ProxyRequest) -> Result<(Self, ProxyRequest), Answered> {
+        // One handle on the chain for the loop (not one per plugin); taken again only when a
+        // consumer switches it.
+        let mut chain = self.chain.clone();
         let mut position = 0;
-        while position < self.chain.handlers.len() {
-            let handler = self.chain.handlers[position].clone();
+        while let Some(handler) = chain.handlers.get(position) {
             let before = self.ctx.consumer_id;
             let state = &mut self.states[position];
             if let Flow::Respond(response) =
@@ -379,6 +381,7 @@ impl<'a> Session<'a> {
                 if let Err(reason) = self.switch_to_consumer(position) {
                     return Err(self.fail(StatusCode::SERVICE_UNAVAILABLE, &reason));
                 }
+                chain = self.chain.clone();
             }
             position += 1;
         }

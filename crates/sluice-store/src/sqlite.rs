@@ -105,46 +105,41 @@ impl Store {
 
     /// Looks up by id when `key` is a UUID, else by the endpoint key (name, username, ...).
     pub async fn get<E: Stored>(&self, key: &str) -> Result<Option<E>, StoreError> {
-        match Uuid::parse_str(key) {
-            Ok(id) => self.get_by_id(id).await,
-            Err(_) => {
-                let sql = format!(
-                    "SELECT id, body FROM {} WHERE \"{}\" = ?",
-                    E::KIND.collection(),
-                    E::KIND.endpoint_key()
-                );
-                let row = sqlx::query(&sql)
-                    .bind(key)
-                    .fetch_optional(&self.reader)
-                    .await?;
-                row.map(|r| decode::<E>(&r)).transpose()
-            }
-        }
+        self.find(key, None).await
     }
 
     /// [`Store::get`] within one parent: the entity whose `column` (`consumer_id`) is
-    /// `parent`, by id or endpoint key (`/consumers/{c}/acls/{group}`: a group name is only
-    /// unique within its consumer).
+    /// `parent` (`/consumers/{c}/acls/{group}`: a group name is only unique within its
+    /// consumer).
     pub async fn get_within<E: Stored>(
         &self,
         key: &str,
         column: &str,
         parent: Uuid,
     ) -> Result<Option<E>, StoreError> {
-        let by = if Uuid::parse_str(key).is_ok() {
-            "id".to_owned()
-        } else {
-            format!("\"{}\"", E::KIND.endpoint_key())
+        self.find(key, Some((column, parent))).await
+    }
+
+    async fn find<E: Stored>(
+        &self,
+        key: &str,
+        within: Option<(&str, Uuid)>,
+    ) -> Result<Option<E>, StoreError> {
+        // The endpoint key is quoted: `group` is an SQL keyword.
+        let (by, value) = match Uuid::parse_str(key) {
+            Ok(id) => ("id".to_owned(), id.to_string()),
+            Err(_) => (format!("\"{}\"", E::KIND.endpoint_key()), key.to_owned()),
         };
-        let sql = format!(
-            "SELECT id, body FROM {} WHERE {by} = ? AND {column} = ?",
-            E::KIND.collection(),
-        );
-        let row = sqlx::query(&sql)
-            .bind(key)
-            .bind(parent.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT id, body FROM {} WHERE {by} = ",
+            E::KIND.collection()
+        ));
+        sql.push_bind(value);
+        if let Some((column, parent)) = within {
+            sql.push(format_args!(" AND {column} = "))
+                .push_bind(parent.to_string());
+        }
+        let row = sql.build().fetch_optional(&self.reader).await?;
         row.map(|r| decode::<E>(&r)).transpose()
     }
 
