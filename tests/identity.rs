@@ -7,35 +7,14 @@ mod common;
 use std::process::Command;
 
 use base64::Engine as _;
-use common::{send, upstream, Sluice, BIN};
+use common::{send, Sluice, BIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// A route `/{name}` to the echo upstream with `plugins` on it; waits until it is served.
 async fn route_with(node: &Sluice, name: &str, plugins: &[Value]) {
-    let up = upstream::start().await;
-    let (status, body) = node
-        .post(
-            "/services",
-            json!({"name": name, "url": format!("http://{up}")}),
-        )
+    node.echo_route(name, json!([format!("/{name}")]), plugins)
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = node
-        .post(
-            &format!("/services/{name}/routes"),
-            json!({"name": name, "paths": [format!("/{name}")]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    for plugin in plugins {
-        let (status, body) = node
-            .post(&format!("/routes/{name}/plugins"), plugin.clone())
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    // Served once the proxy has the config version with the plugins.
-    node.wait_for_served(node.config_version().await).await;
 }
 
 async fn consumer(node: &Sluice, username: &str) -> String {

@@ -289,6 +289,33 @@ impl Sluice {
         }
     }
 
+    /// A service to a fresh echo upstream and a route `name` on it with `paths`, carrying
+    /// `plugins`; returns once the proxy serves it.
+    pub async fn echo_route(&self, name: &str, paths: Value, plugins: &[Value]) {
+        let up = upstream::start().await;
+        let (status, body) = self
+            .post(
+                "/services",
+                serde_json::json!({"name": name, "url": format!("http://{up}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = self
+            .post(
+                &format!("/services/{name}/routes"),
+                serde_json::json!({"name": name, "paths": paths}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for plugin in plugins {
+            let (status, body) = self
+                .post(&format!("/routes/{name}/plugins"), plugin.clone())
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        self.wait_for_served(self.config_version().await).await;
+    }
+
     /// Polls `/status` until the proxy serves config `version` or a later one.
     pub async fn wait_for_served(&self, version: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -39,7 +39,8 @@ pub async fn start() -> SocketAddr {
     addr
 }
 
-/// Echoes method, path, query, headers and body length as JSON.
+/// Echoes method, path, query, headers (repeated ones joined with ", "), the body (as text)
+/// and its length as JSON.
 async fn echo(Query(knobs): Query<Knobs>, request: Request) -> Response {
     if let Some(ms) = knobs.ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -50,14 +51,23 @@ async fn echo(Query(knobs): Query<Knobs>, request: Request) -> Response {
         .unwrap_or_default();
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or_default())))
+        .keys()
+        .map(|name| {
+            let values: Vec<&str> = parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or_default())
+                .collect();
+            (name.as_str().to_owned(), json!(values.join(", ")))
+        })
         .collect();
     let body = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "path_and_query": parts.uri.path_and_query().map(|p| p.as_str()),
         "headers": headers,
+        "body": String::from_utf8_lossy(&bytes),
         "body_length": bytes.len(),
         "body_sha": checksum(&bytes),
     });

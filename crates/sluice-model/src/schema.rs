@@ -46,7 +46,7 @@ const ENTITY_SCHEMAS: [(EntityKind, &str); 7] = [
 
 /// Every plugin Sluice knows, embedded from `schemas/plugins/`. A plugin name not listed here
 /// is refused by the Admin API and by `sluice validate`.
-const PLUGIN_SCHEMAS: [(&str, &str); 6] = [
+const PLUGIN_SCHEMAS: [(&str, &str); 7] = [
     ("acl", include_str!("../../../schemas/plugins/acl.json")),
     (
         "ai-proxy",
@@ -64,6 +64,10 @@ const PLUGIN_SCHEMAS: [(&str, &str); 6] = [
     (
         "rate-limiting",
         include_str!("../../../schemas/plugins/rate-limiting.json"),
+    ),
+    (
+        "request-transformer",
+        include_str!("../../../schemas/plugins/request-transformer.json"),
     ),
 ];
 

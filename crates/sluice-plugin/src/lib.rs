@@ -68,6 +68,9 @@ pub struct RequestCtx {
     /// The request path after the part the route matched (with `strip_path`), e.g. `/file-1`
     /// for `/openai/files/file-1` on a route `/openai/files`; the whole path otherwise.
     pub path_suffix: String,
+    /// The route's regex path captures: numbered ones as `"0"`, `"1"`, ..., then named ones
+    /// (Kong's `uri_captures`). Empty for prefix paths.
+    pub uri_captures: Vec<(String, String)>,
     /// The status sent to the client; set before `log`.
     pub status: u16,
     /// Structured fields the log phase emits (e.g. `ai.proxy.usage`).

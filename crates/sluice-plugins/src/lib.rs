@@ -4,8 +4,10 @@
 pub mod acl;
 mod auth;
 pub mod basic_auth;
+pub mod cors;
 pub mod key_auth;
 pub mod rate_limiting;
+pub mod request_transformer;
 
 use std::sync::Arc;
 
@@ -17,4 +19,6 @@ pub fn register_all(registry: &mut Registry) {
     registry.register(Arc::new(key_auth::Factory));
     registry.register(Arc::new(basic_auth::Factory));
     registry.register(Arc::new(acl::Factory));
+    registry.register(Arc::new(cors::Factory));
+    registry.register(Arc::new(request_transformer::Factory));
 }

@@ -63,6 +63,7 @@ struct Routed {
     /// The normalized (percent-decoded) path.
     path: String,
     host_header: String,
+    captures: Vec<(String, String)>,
 }
 
 /// A protocol upgrade the client asked for (WebSocket): the protocol, and the client's side
@@ -186,6 +187,7 @@ fn route(
         matched_path: found.matched_path,
         path: sluice_router::normalize_path(raw_path).into_owned(),
         host_header,
+        captures: found.captures,
     })
 }
 
@@ -292,6 +294,7 @@ impl<'a> Session<'a> {
             matched_path,
             path,
             host_header,
+            captures,
         } = routed;
         let upstream = target.service.as_ref().map(|service| Upstream {
             https: service.https,
@@ -344,6 +347,7 @@ impl<'a> Session<'a> {
             upstream,
             upstream_latency: None,
             path_suffix,
+            uri_captures: captures,
             status: 0,
             log: serde_json::Map::new(),
         };
@@ -374,7 +378,10 @@ impl<'a> Session<'a> {
             if let Flow::Respond(response) =
                 handler.access(&mut request, &mut self.ctx, state).await
             {
-                let (parts, bytes) = (*response).into_parts();
+                let (mut parts, bytes) = (*response).into_parts();
+                // The plugins that ran before this answer still see it (Kong: a cors
+                // plugin's headers reach a browser on key-auth's 401).
+                self.header_filters_before(position, &mut parts);
                 return Err(self.respond(parts, bytes));
             }
             if self.ctx.consumer_id != before {
@@ -550,6 +557,17 @@ impl<'a> Session<'a> {
         let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
         let body = ResponseBody::new(body, read_timeout, Some(Box::new(phases)));
         Response::from_parts(parts, BodyExt::boxed_unsync(body))
+    }
+
+    /// The header phase of the plugins ahead of `position` in the chain.
+    fn header_filters_before(&mut self, position: usize, parts: &mut http::response::Parts) {
+        let chain = self.chain.clone();
+        for (handler, state) in chain.handlers[..position]
+            .iter()
+            .zip(self.states.iter_mut())
+        {
+            handler.header_filter(parts, &mut self.ctx, state);
+        }
     }
 
     fn header_filters(&mut self, parts: &mut http::response::Parts) {

@@ -257,6 +257,7 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         upstream: None,
         upstream_latency: None,
         path_suffix: path_suffix.to_owned(),
+        uri_captures: Vec::new(),
         status: 0,
         log: serde_json::Map::new(),
     }

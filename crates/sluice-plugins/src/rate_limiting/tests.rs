@@ -43,6 +43,7 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         upstream: None,
         upstream_latency: None,
         path_suffix: "/".to_owned(),
+        uri_captures: Vec::new(),
         status: 0,
         log: serde_json::Map::new(),
     }
