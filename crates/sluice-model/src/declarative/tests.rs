@@ -154,7 +154,7 @@ const ERRORS: &[(&[&str], &[&str])] = &[
     ),
     (
         &[V3, "plugins:", "- name: prometheus"],
-        &["kong.yaml:3:3: plugins[0].name: plugin 'prometheus' not enabled; Sluice has: acl, ai-proxy, basic-auth, cors, key-auth, rate-limiting"],
+        &["kong.yaml:3:3: plugins[0].name: plugin 'prometheus' not enabled; Sluice has: acl, ai-proxy, basic-auth, cors, key-auth, rate-limiting, request-transformer"],
     ),
     (
         &[V3, "plugins:", "- name: rate-limiting", "  config:", "    minute: 0"],
