@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use base64::Engine as _;
-use common::{send, Sluice, BIN};
+use common::{send, Sluice, NO_CHANGES};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -179,16 +177,7 @@ async fn bad_plugin_configs_are_refused_and_nothing_is_written() {
             "at least one of these fields must be non-empty: 'config.allow', 'config.deny'",
         ),
     ];
-    for (plugin, field, message) in cases {
-        let (status, body) = node.post("/plugins", plugin.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{plugin}: {body}");
-        let mut at = &body["fields"];
-        for part in field.split('.') {
-            at = &at[part];
-        }
-        assert!(!at.is_null(), "{plugin}: {body}");
-        assert!(at.to_string().contains(message), "{plugin}: {body}");
-    }
+    node.assert_plugins_refused(&cases).await;
     assert_eq!(node.count("plugins").await, 0);
 }
 
@@ -538,21 +527,6 @@ consumers:
       - key: bob-key
 "#;
 
-fn deck(node: &Sluice, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SLUICE_ADMIN_URL", &node.admin)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const NO_CHANGES: &str = "Summary:\n  Created: 0\n  Updated: 0\n  Deleted: 0\n";
-
 #[tokio::test]
 async fn credentials_in_a_deck_file() {
     let node = Sluice::start().await;
@@ -560,7 +534,7 @@ async fn credentials_in_a_deck_file() {
     std::fs::write(&file, DECK_FILE).unwrap();
     let file = file.display().to_string();
 
-    let (ok, out, err) = deck(&node, &["sync", &file]);
+    let (ok, out, err) = node.deck(&["sync", &file]);
     assert!(ok, "{out}{err}");
     assert!(
         out.contains("creating acl-group admins for consumer alice"),
@@ -571,7 +545,7 @@ async fn credentials_in_a_deck_file() {
         !out.contains("alice-pw") && !out.contains("alice-key"),
         "secrets: {out}"
     );
-    let (ok, out, _) = deck(&node, &["diff", &file]);
+    let (ok, out, _) = node.deck(&["diff", &file]);
     assert!(ok);
     assert_eq!(
         out, NO_CHANGES,
@@ -580,7 +554,7 @@ async fn credentials_in_a_deck_file() {
 
     // The dump carries the credentials (the password as its hash) and syncs back clean.
     let dump = node.dir.join("dump.yaml").display().to_string();
-    let (ok, _, err) = deck(&node, &["dump", "-o", &dump]);
+    let (ok, _, err) = node.deck(&["dump", "-o", &dump]);
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&dump).unwrap();
     assert!(
@@ -591,10 +565,10 @@ async fn credentials_in_a_deck_file() {
         text.contains("acls:") && !text.contains("alice-pw"),
         "{text}"
     );
-    let (ok, out, err) = deck(&node, &["diff", &dump]);
+    let (ok, out, err) = node.deck(&["diff", &dump]);
     assert!(ok, "{err}");
     assert_eq!(out, NO_CHANGES);
-    let (ok, out, _) = deck(&node, &["diff", &file]);
+    let (ok, out, _) = node.deck(&["diff", &file]);
     assert!(ok);
     assert_eq!(out, NO_CHANGES);
 
@@ -603,7 +577,7 @@ async fn credentials_in_a_deck_file() {
         .replace("password: alice-pw", "password: new-pw")
         .replace("    keyauth_credentials:\n      - key: bob-key\n", "");
     std::fs::write(&file, changed).unwrap();
-    let (ok, out, err) = deck(&node, &["sync", &file]);
+    let (ok, out, err) = node.deck(&["sync", &file]);
     assert!(ok, "{err}");
     assert!(
         out.contains("updating basic-auth alice for consumer alice"),
@@ -614,7 +588,7 @@ async fn credentials_in_a_deck_file() {
         "{out}"
     );
     assert!(!out.contains("new-pw"), "{out}");
-    let (ok, out, _) = deck(&node, &["diff", &file]);
+    let (ok, out, _) = node.deck(&["diff", &file]);
     assert!(ok);
     assert_eq!(out, NO_CHANGES);
 
@@ -703,7 +677,7 @@ async fn secrets_by_reference() {
     assert!(plugins
         .to_string()
         .contains("{vault://env/sluice-test-openai-key}"));
-    let (ok, dump, _) = deck(&node, &["dump"]);
+    let (ok, dump, _) = node.deck(&["dump"]);
     assert!(ok);
     assert!(
         dump.contains("{vault://env/sluice-test-openai-key}"),

@@ -7,9 +7,23 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{send, Sluice, BIN};
+use common::{send, Sluice, BIN, NO_CHANGES};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+/// A request from a browser page at `origin`.
+fn from_origin(node: &Sluice, method: &str, path: &str, origin: &str) -> reqwest::RequestBuilder {
+    node.through(method, path).header("Origin", origin)
+}
+
+/// A CORS preflight for a `method` request.
+fn preflight(node: &Sluice, path: &str, origin: &str, method: &str) -> reqwest::RequestBuilder {
+    from_origin(node, "OPTIONS", path, origin).header("Access-Control-Request-Method", method)
+}
+
+async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request failed")
+}
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
@@ -27,14 +41,11 @@ async fn cors_answers_preflights_and_marks_responses() {
     node.echo_route("c1", json!(["/c1"]), &[cors]).await;
 
     // A preflight is answered by the gateway: 200, no body, the upstream never sees it.
-    let response = node
-        .through("OPTIONS", "/c1")
-        .header("Origin", "http://api.b.example")
-        .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "X-Foo")
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(
+        preflight(&node, "/c1", "http://api.b.example", "POST")
+            .header("Access-Control-Request-Headers", "X-Foo"),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-upstream"), None, "not proxied");
     assert_eq!(
@@ -61,12 +72,7 @@ async fn cors_answers_preflights_and_marks_responses() {
 
     // A normal request goes upstream and comes back with the headers; a literal origin is
     // compared with its default port dropped.
-    let response = node
-        .through("GET", "/c1")
-        .header("Origin", "http://a.example:80")
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(from_origin(&node, "GET", "/c1", "http://a.example:80")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "x-upstream"), Some("echo"));
     assert_eq!(
@@ -81,12 +87,7 @@ async fn cors_answers_preflights_and_marks_responses() {
     // An origin that is not allowed gets no Allow-Origin, and the regex is anchored: a host
     // that merely contains the allowed one does not pass.
     for origin in ["http://evil.example", "http://b.example.evil.net"] {
-        let response = node
-            .through("GET", "/c1")
-            .header("Origin", origin)
-            .send()
-            .await
-            .unwrap();
+        let response = fetch(from_origin(&node, "GET", "/c1", origin)).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             header(&response, "access-control-allow-origin"),
@@ -111,21 +112,10 @@ async fn cors_reaches_auth_failures_and_can_leave_preflights_to_the_upstream() {
 
     // cors runs first (priority 2000): key-auth's 401 carries its headers, so a browser can
     // read the error; the preflight is answered before key-auth asks for a key.
-    let response = node
-        .through("GET", "/guarded")
-        .header("Origin", "http://app.example")
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(from_origin(&node, "GET", "/guarded", "http://app.example")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
-    let response = node
-        .through("OPTIONS", "/guarded")
-        .header("Origin", "http://app.example")
-        .header("Access-Control-Request-Method", "GET")
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(preflight(&node, "/guarded", "http://app.example", "GET")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
 
@@ -136,13 +126,7 @@ async fn cors_reaches_auth_failures_and_can_leave_preflights_to_the_upstream() {
         &[json!({"name": "cors", "config": {"preflight_continue": true}})],
     )
     .await;
-    let response = node
-        .through("OPTIONS", "/continued")
-        .header("Origin", "http://app.example")
-        .header("Access-Control-Request-Method", "GET")
-        .send()
-        .await
-        .unwrap();
+    let response = fetch(preflight(&node, "/continued", "http://app.example", "GET")).await;
     assert_eq!(header(&response, "x-upstream"), Some("echo"));
     assert_eq!(header(&response, "access-control-allow-origin"), None);
 }
@@ -185,16 +169,7 @@ async fn bad_configs_are_refused_with_kongs_messages_and_nothing_is_written() {
             "",
         ),
     ];
-    for (plugin, field, message) in cases {
-        let (status, body) = node.post("/plugins", plugin.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{plugin}: {body}");
-        let mut at = &body["fields"];
-        for part in field.split('.') {
-            at = &at[part];
-        }
-        assert!(!at.is_null(), "{plugin} at {field}: {body}");
-        assert!(at.to_string().contains(message), "{plugin}: {body}");
-    }
+    node.assert_plugins_refused(&cases).await;
     assert_eq!(node.count("plugins").await, 0);
     assert!(node.stop(), "the node stayed up through bad input");
 }
@@ -323,21 +298,6 @@ fn corpus(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn deck(node: &Sluice, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SLUICE_ADMIN_URL", &node.admin)
-        .output()
-        .expect("run sluice");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const NO_CHANGES: &str = "Summary:\n  Created: 0\n  Updated: 0\n  Deleted: 0\n";
-
 /// A corpus file as a 3.0 state file, wrapped as the corpus's INDEX says: a file without
 /// `_format_version` gets `"3.0"`; a docs plugin example becomes a global plugin.
 fn state_file(node: &Sluice, name: &str) -> String {
@@ -375,18 +335,18 @@ async fn deck_corpus_files_with_these_plugins_sync_diff_clean_and_round_trip() {
     ] {
         let node = Sluice::start().await;
         let file = state_file(&node, name);
-        let (ok, out, err) = deck(&node, &["sync", &file]);
+        let (ok, out, err) = node.deck(&["sync", &file]);
         assert!(ok, "{name}: {out}{err}");
-        let (ok, out, err) = deck(&node, &["diff", &file]);
+        let (ok, out, err) = node.deck(&["diff", &file]);
         assert!(ok, "{name}: {err}");
         assert_eq!(out, NO_CHANGES, "{name}: a no-op diff after sync");
         let dump = node.dir.join("dump.yaml").display().to_string();
-        let (ok, _, err) = deck(&node, &["dump", "-o", &dump]);
+        let (ok, _, err) = node.deck(&["dump", "-o", &dump]);
         assert!(ok, "{name}: {err}");
-        let (ok, out, err) = deck(&node, &["sync", &dump]);
+        let (ok, out, err) = node.deck(&["sync", &dump]);
         assert!(ok, "{name}: {err}");
         assert_eq!(out, NO_CHANGES, "{name}: the dump is the synced state");
-        let (_, out, _) = deck(&node, &["diff", &file]);
+        let (_, out, _) = node.deck(&["diff", &file]);
         assert_eq!(out, NO_CHANGES, "{name}: after syncing the dump");
     }
 }
@@ -398,7 +358,7 @@ async fn reordering_a_transformer_array_is_a_change() {
     let node = Sluice::start().await;
     let name = "deck__tests__integration__testdata__diff__006-plugin-update__initial-request-transformer-reorder-array.yaml";
     let file = state_file(&node, name);
-    let (ok, _, err) = deck(&node, &["sync", &file]);
+    let (ok, _, err) = node.deck(&["sync", &file]);
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&file).unwrap();
     let reordered = text.replace(
@@ -407,7 +367,7 @@ async fn reordering_a_transformer_array_is_a_change() {
     );
     assert_ne!(text, reordered, "the corpus file changed shape");
     std::fs::write(&file, reordered).unwrap();
-    let (ok, out, err) = deck(&node, &["diff", &file]);
+    let (ok, out, err) = node.deck(&["diff", &file]);
     assert!(ok, "{err}");
     assert!(
         out.contains("updating plugin request-transformer (global)") && out.contains("Updated: 1"),

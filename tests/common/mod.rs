@@ -15,6 +15,9 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// What `sluice diff` (and a no-op `sync`) prints when nothing would change.
+pub const NO_CHANGES: &str = "Summary:\n  Created: 0\n  Updated: 0\n  Deleted: 0\n";
+
 /// A running `sluice start`. Killed on drop; its directory is removed.
 pub struct Sluice {
     child: Option<Child>,
@@ -286,6 +289,36 @@ impl Sluice {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Runs the `sluice` CLI (`sync`, `diff`, `dump`, ...) against this node's Admin API:
+    /// whether it succeeded, its stdout and its stderr.
+    pub fn deck(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SLUICE_ADMIN_URL", &self.admin)
+            .output()
+            .expect("run sluice");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Posts each plugin and asserts a 400 whose `fields` hold `message` at the dotted
+    /// `field` (`config.origins`, `@entity`).
+    pub async fn assert_plugins_refused(&self, cases: &[(Value, &str, &str)]) {
+        for (plugin, field, message) in cases {
+            let (status, body) = self.post("/plugins", plugin.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{plugin}: {body}");
+            let mut at = &body["fields"];
+            for part in field.split('.') {
+                at = &at[part];
+            }
+            assert!(!at.is_null(), "{plugin} at {field}: {body}");
+            assert!(at.to_string().contains(message), "{plugin}: {body}");
         }
     }
 

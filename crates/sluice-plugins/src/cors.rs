@@ -153,14 +153,16 @@ fn compile_origins(origins: &[String]) -> Result<Origins, String> {
             entries.push(Entry::Star);
             continue;
         }
-        let invalid = || format!("'{entry}' is not a valid regex");
-        Regex::new(entry).map_err(|_| invalid())?;
-        let by_host = !entry.contains(':');
         if is_literal(entry) {
+            // Its characters make no regex syntax, so it is valid as one (Kong's check).
             entries.push(Entry::Literal {
                 domain: normalize(entry).domain,
             });
         } else {
+            let invalid = || format!("'{entry}' is not a valid regex");
+            // Checked as written first: wrapped, `a)(b` would compile.
+            Regex::new(entry).map_err(|_| invalid())?;
+            let by_host = !entry.contains(':');
             // Kong anchors regexes at both ends; one already anchored by its author keeps
             // working.
             let body = entry.strip_prefix('^').unwrap_or(entry);

@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sluice_plugin::{
-    erase, json_response, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory,
-    PluginHandler, ProxyRequest, RequestCtx,
+    erase, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
+    ProxyRequest, RequestCtx,
 };
 
 use template::{Env, Source, Template};
@@ -38,9 +38,8 @@ struct Lists {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ReplaceLists {
-    body: Vec<String>,
-    headers: Vec<String>,
-    querystring: Vec<String>,
+    #[serde(flatten)]
+    lists: Lists,
     uri: Option<String>,
 }
 
@@ -81,10 +80,11 @@ struct Handler {
 }
 
 /// What a template reads: the request as it arrived at this plugin.
-struct RequestEnv<'a> {
+#[derive(Default)]
+struct RequestEnv {
     headers: HeaderMap,
     query: Vec<(String, String)>,
-    captures: &'a [(String, String)],
+    captures: Vec<(String, String)>,
 }
 
 /// A form or query argument: decoded name and value, and the exact text it came as (kept
@@ -130,32 +130,28 @@ impl PluginFactory for Factory {
                 .into_iter()
                 .map(|(old, new)| (old, new.expect("checked with values")))
                 .collect(),
-            replace: header_values(&config.replace.headers)
+            replace: header_values(&config.replace.lists.headers)
                 .map_err(|e| at("replace.headers", e))?,
             add: header_values(&config.add.headers).map_err(|e| at("add.headers", e))?,
             append: header_values(&config.append.headers).map_err(|e| at("append.headers", e))?,
         };
-        let args = |part: &str, pick: fn(&Lists) -> &Vec<String>, replace: &Vec<String>| {
-            let rename = pairs(pick(&config.rename))
-                .map_err(|e| at(&format!("rename.{part}"), e))?
-                .into_iter()
-                .map(|(old, new)| (old, new.literal().unwrap_or_default().to_owned()))
-                .collect();
+        let args = |part: &str, pick: fn(&Lists) -> &Vec<String>| {
+            let list = |lists: &Lists, op: &str| {
+                pairs(pick(lists)).map_err(|e| at(&format!("{op}.{part}"), e))
+            };
             Ok::<_, PluginBuildError>(Ops {
                 remove: pick(&config.remove).clone(),
-                rename,
-                replace: pairs(replace).map_err(|e| at(&format!("replace.{part}"), e))?,
-                add: pairs(pick(&config.add)).map_err(|e| at(&format!("add.{part}"), e))?,
-                append: pairs(pick(&config.append))
-                    .map_err(|e| at(&format!("append.{part}"), e))?,
+                rename: list(&config.rename, "rename")?
+                    .into_iter()
+                    .map(|(old, new)| (old, new.literal().unwrap_or_default().to_owned()))
+                    .collect(),
+                replace: list(&config.replace.lists, "replace")?,
+                add: list(&config.add, "add")?,
+                append: list(&config.append, "append")?,
             })
         };
-        let body = args("body", |l| &l.body, &config.replace.body)?;
-        let query = args(
-            "querystring",
-            |l| &l.querystring,
-            &config.replace.querystring,
-        )?;
+        let body = args("body", |l| &l.body)?;
+        let query = args("querystring", |l| &l.querystring)?;
         let templated = uri.iter().any(|t| t.literal().is_none())
             || headers.templates().any(|t| t.literal().is_none())
             || body.templates().any(|t| t.literal().is_none())
@@ -462,13 +458,18 @@ impl Handler {
 
     /// The body, when it is JSON or a form and there is something to do to it. `Err` is the
     /// answer for a body that could not be read.
-    async fn transform_body(&self, request: &mut ProxyRequest, env: &dyn Env) -> Result<(), Flow> {
+    async fn transform_body(
+        &self,
+        request: &mut ProxyRequest,
+        ctx: &RequestCtx,
+        env: &dyn Env,
+    ) -> Result<(), Flow> {
         let headers = &request.parts.headers;
         let (json, form) = (content_is(headers, JSON), content_is(headers, FORM));
         if self.body.is_empty() || !(json || form) {
             return Ok(());
         }
-        let bytes = read_body(request).await?;
+        let bytes = read_body(request, ctx).await?;
         let has_content = !bytes.is_empty();
         let rewritten = if json {
             let mut value = if has_content {
@@ -507,7 +508,7 @@ impl Handler {
         if !content_is(&request.parts.headers, FORM) {
             return Ok(());
         }
-        let bytes = read_body(request).await?;
+        let bytes = read_body(request, ctx).await?;
         let Some(upstream) = ctx.upstream.as_mut() else {
             return Ok(());
         };
@@ -547,17 +548,15 @@ impl Handler {
     }
 }
 
-async fn read_body(request: &mut ProxyRequest) -> Result<bytes::Bytes, Flow> {
+/// The whole body, or Kong's error answer for one that could not be read.
+async fn read_body(request: &mut ProxyRequest, ctx: &RequestCtx) -> Result<bytes::Bytes, Flow> {
     request.buffer(MAX_BODY).await.map_err(|error| {
         let (status, message) = match error {
             BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
             BodyError::Timeout => (StatusCode::REQUEST_TIMEOUT, "Request timeout"),
             BodyError::Read(_) => (StatusCode::BAD_REQUEST, "Bad request"),
         };
-        Flow::Respond(json_response(
-            status.as_u16(),
-            &json!({ "message": message }),
-        ))
+        crate::auth::error(ctx, status, message, None)
     })
 }
 
@@ -574,25 +573,26 @@ impl Plugin for Handler {
     }
 
     async fn access(&self, request: &mut ProxyRequest, ctx: &mut RequestCtx, _: &mut ()) -> Flow {
-        let captures = std::mem::take(&mut ctx.uri_captures);
-        let env = RequestEnv {
-            headers: if self.templated {
-                request.parts.headers.clone()
-            } else {
-                HeaderMap::new()
-            },
-            query: match (self.templated, request.parts.uri.query()) {
-                (true, Some(query)) => form_urlencoded::parse(query.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect(),
-                _ => Vec::new(),
-            },
-            captures: &captures,
+        // What templates read is copied only when a value has one; most configs have none.
+        let env = if self.templated {
+            RequestEnv {
+                headers: request.parts.headers.clone(),
+                query: request
+                    .parts
+                    .uri
+                    .query()
+                    .map(|query| {
+                        form_urlencoded::parse(query.as_bytes())
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                captures: ctx.uri_captures.clone(),
+            }
+        } else {
+            RequestEnv::default()
         };
-        let flow = self.transform(request, ctx, &env).await;
-        drop(env);
-        ctx.uri_captures = captures;
-        flow
+        self.transform(request, ctx, &env).await
     }
 }
 
@@ -601,7 +601,7 @@ impl Handler {
         &self,
         request: &mut ProxyRequest,
         ctx: &mut RequestCtx,
-        env: &RequestEnv<'_>,
+        env: &RequestEnv,
     ) -> Flow {
         if let (Some(uri), Some(upstream)) = (&self.uri, ctx.upstream.as_mut()) {
             let path = uri.render(env);
@@ -624,7 +624,7 @@ impl Handler {
             }
         }
         self.transform_headers(request, ctx, env);
-        if let Err(answer) = self.transform_body(request, env).await {
+        if let Err(answer) = self.transform_body(request, ctx, env).await {
             return answer;
         }
         self.transform_query(ctx, env);
@@ -634,7 +634,7 @@ impl Handler {
 
 // === impl RequestEnv ===
 
-impl Env for RequestEnv<'_> {
+impl Env for RequestEnv {
     fn lookup(&self, source: Source, key: &str) -> Option<String> {
         match source {
             // Kong's header table reads `x_user` as `x-user`, case-insensitively.
