@@ -145,6 +145,10 @@ def main():
     ap.add_argument("--upstream-port", type=int, help="use this upstream instead of nginx's")
     ap.add_argument("--baseline", help="another sluice binary (an earlier build) to load side by "
                                        "side, as target 'sluice-baseline', with the same route")
+    ap.add_argument("--baseline-args", default="",
+                    help="extra `sluice start` arguments for the baseline ({work} is the run's "
+                         "temp dir), e.g. to load the same build with a flag on")
+    ap.add_argument("--baseline-name", default="sluice-baseline")
     args = ap.parse_args()
 
     ensure_tools()
@@ -178,7 +182,8 @@ def main():
             base_admin, base_proxy = free_port(), free_port()
             baseline = subprocess.Popen([args.baseline, "start", "--database", f"sqlite://{work}/baseline.db",
                                          "--admin-listen", f"127.0.0.1:{base_admin}",
-                                         "--proxy-listen", f"127.0.0.1:{base_proxy}", "--log-level", "warn"],
+                                         "--proxy-listen", f"127.0.0.1:{base_proxy}", "--log-level", "warn",
+                                         *args.baseline_args.replace("{work}", work).split()],
                                         stdout=subprocess.DEVNULL, start_new_session=True)
             procs.append(baseline)
             wait_http(f"http://127.0.0.1:{base_admin}/status")
@@ -198,7 +203,7 @@ def main():
             "sluice": (f"http://127.0.0.1:{proxy_port}/", sl.pid),
         }
         if baseline:
-            targets["sluice-baseline"] = (f"http://127.0.0.1:{base_proxy}/", baseline.pid)
+            targets[args.baseline_name] = (f"http://127.0.0.1:{base_proxy}/", baseline.pid)
         for extra in args.extra_target:
             name, path = extra.split("=", 1)
             targets[name] = (f"http://127.0.0.1:{proxy_port}{path}", sl.pid)

@@ -687,3 +687,92 @@ async fn secrets_by_reference() {
         assert!(!place.contains("sk-from-env"), "the value leaked: {place}");
     }
 }
+
+/// The access log's lines (`--proxy-access-log FILE`), polled until there are `count`.
+async fn access_log_lines(file: &std::path::Path, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one JSON record"))
+            .collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_consumer() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::temp_dir();
+    let file = dir.join("access.log");
+    let node = Sluice::start_in(
+        dir.clone(),
+        &["--proxy-access-log", file.to_str().unwrap()],
+    )
+    .await;
+    let alice = consumer(&node, "alice").await;
+    key(&node, "alice", "alice-key").await;
+    route_with(&node, "logged", &[json!({"name": "key-auth"})]).await;
+
+    let (status, _) = send(node.through("GET", "/logged/a?x=1").header("apikey", "alice-key")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(node.through("POST", "/logged/b")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(node.through("GET", "/nowhere")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Readiness was read from /status: these three are the only proxied requests.
+    let lines = access_log_lines(&file, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let (ok, refused, unrouted) = (&lines[0], &lines[1], &lines[2]);
+
+    assert_eq!(ok["request"]["method"], "GET");
+    assert_eq!(ok["request"]["uri"], "/logged/a?x=1");
+    assert_eq!(ok["upstream_uri"], "/a?x=1");
+    assert_eq!(ok["response"]["status"], 200);
+    assert!(ok["response"]["size"].as_u64().unwrap() > 0, "{ok}");
+    assert!(ok["latencies"]["proxy"].as_i64().unwrap() >= 0, "{ok}");
+    assert_eq!(ok["consumer"]["id"], json!(alice));
+    assert_eq!(ok["consumer"]["username"], "alice");
+    assert_eq!(ok["consumer"]["custom_id"], "alice-c");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert!(ok["route"]["id"].is_string() && ok["service"]["id"].is_string());
+    assert!(!ok.to_string().contains("alice-key"), "the key is never logged: {ok}");
+
+    assert_eq!(refused["response"]["status"], 401);
+    assert_eq!(refused["latencies"]["proxy"], -1, "it never went upstream");
+    assert!(refused.get("consumer").is_none(), "{refused}");
+
+    assert_eq!(unrouted["response"]["status"], 404);
+    assert!(unrouted.get("route").is_none(), "{unrouted}");
+    assert_eq!(unrouted["request"]["uri"], "/nowhere");
+
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the access log is not world-readable");
+}
+
+#[tokio::test]
+async fn an_access_log_that_cannot_be_opened_stops_the_start() {
+    let dir = common::temp_dir();
+    let database = format!("sqlite://{}", dir.join("sluice.db").display());
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["start", "--database", &database])
+        .args(["--admin-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+        .args(["--proxy-access-log", "/nonexistent-dir/access.log"])
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("sluice exits instead of serving without its access log")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--proxy-access-log /nonexistent-dir/access.log"),
+        "{stderr}"
+    );
+    common::remove_dir(&dir);
+}

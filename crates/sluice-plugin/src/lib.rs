@@ -10,6 +10,7 @@
 //! [`scope::select`] implements Kong's precedence for which configured instance applies.
 
 pub mod identity;
+pub mod log_serializer;
 pub mod scope;
 
 use std::any::Any;
@@ -60,6 +61,9 @@ pub struct RequestCtx {
     pub identities: Arc<identity::Identities>,
     pub client_addr: SocketAddr,
     pub started: Instant,
+    /// The client's request line, as received (for the log phase).
+    pub method: http::Method,
+    pub uri: http::Uri,
     /// `None` until the route's service or a plugin (ai-proxy) names one; a request that
     /// reaches the upstream phase without one gets Kong's 503.
     pub upstream: Option<Upstream>,
@@ -73,6 +77,8 @@ pub struct RequestCtx {
     pub uri_captures: Vec<(String, String)>,
     /// The status sent to the client; set before `log`.
     pub status: u16,
+    /// Body bytes sent to the client; final when `log` runs.
+    pub response_bytes: u64,
     /// Structured fields the log phase emits (e.g. `ai.proxy.usage`).
     pub log: serde_json::Map<String, serde_json::Value>,
 }

@@ -16,6 +16,7 @@
 //! **Architecture Invariant:** nothing on the request path parses config or can fail to
 //! compile; it only reads the `Compiled` it loaded once at the start of the request.
 
+mod access_log;
 pub mod compile;
 mod forward;
 mod headers;
@@ -33,6 +34,7 @@ use arc_swap::ArcSwap;
 use sluice_model::Snapshot;
 use sluice_plugin::Registry;
 
+pub use access_log::{AccessLog, AccessLogTarget};
 pub use compile::{CompileError, Compiled, EntityFault, WriteCheck};
 pub use listener::{serve, ProxyConfig};
 pub use upstream::Clients;

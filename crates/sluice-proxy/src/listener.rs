@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::session::{self, Shared};
 use crate::slow_client::{answer_header_timeout, Watched};
 use crate::upstream::{Clients, HttpClient};
-use crate::Live;
+use crate::{AccessLog, Live};
 
 /// Settings of the proxy listener.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct ProxyConfig {
     /// Longest time to receive a whole request head (nginx's `client_header_timeout`); past
     /// it a client that started one gets 408, an idle keep-alive connection is closed.
     pub client_header_timeout: Duration,
+    /// The access log, when one is configured (off by default).
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for ProxyConfig {
@@ -42,6 +44,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism().map_or(2, usize::from),
             client_body_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(60),
+            access_log: None,
         }
     }
 }
@@ -118,6 +121,7 @@ async fn serve_worker(
         live,
         worker_client(60_000, true),
         config.client_body_timeout,
+        config.access_log.clone(),
     ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper drops its header read timeout: a client that sends half a request

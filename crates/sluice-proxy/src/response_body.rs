@@ -14,6 +14,7 @@ use sluice_plugin::{Body, BoxError, PluginState, RequestCtx};
 use tokio::time::{Instant, Sleep};
 
 use crate::compile::Chain;
+use crate::AccessLog;
 
 /// The per-request plugin state carried from the access phase to the log phase.
 pub struct Phases {
@@ -22,6 +23,7 @@ pub struct Phases {
     pub chain: Arc<Chain>,
     pub ctx: RequestCtx,
     pub states: Vec<PluginState>,
+    pub access_log: Option<AccessLog>,
 }
 
 pub struct ResponseBody {
@@ -54,17 +56,18 @@ impl ResponseBody {
         }
     }
 
+    /// The chunk after the body filters, counted as sent.
     fn filter(&mut self, chunk: Bytes) -> Bytes {
         let Some(phases) = self.phases.as_deref_mut() else {
             return chunk;
         };
-        if !phases.chain.has_body_filter {
-            return chunk;
-        }
         let mut chunk = chunk;
-        for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
-            chunk = handler.body_filter(chunk, &mut phases.ctx, state);
+        if phases.chain.has_body_filter {
+            for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
+                chunk = handler.body_filter(chunk, &mut phases.ctx, state);
+            }
         }
+        phases.ctx.response_bytes += chunk.len() as u64;
         chunk
     }
 
@@ -75,6 +78,7 @@ impl ResponseBody {
         if phases.chain.has_body_filter {
             for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
                 if let Some(chunk) = handler.body_end(&mut phases.ctx, state) {
+                    phases.ctx.response_bytes += chunk.len() as u64;
                     self.tail.push(chunk);
                 }
             }
@@ -89,10 +93,14 @@ impl ResponseBody {
     }
 }
 
-/// The log phase. Runs after the last byte, never before the response is sent.
+/// The log phase. Runs after the last byte, never before the response is sent: the
+/// plugins' `log`, then the access log line.
 pub fn run_log(phases: &Phases) {
     for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter()) {
         handler.log(&phases.ctx, state);
+    }
+    if let Some(log) = &phases.access_log {
+        log.request(&phases.ctx);
     }
 }
 

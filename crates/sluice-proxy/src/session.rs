@@ -39,7 +39,7 @@ use crate::request_body::ClientBody;
 use crate::request_id::RequestIds;
 use crate::response_body::{run_log, Phases, ResponseBody};
 use crate::upstream::HttpClient;
-use crate::Live;
+use crate::{AccessLog, Live};
 
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-sluice-proxy-latency");
@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     /// For routes without a service whose upstream a plugin sets (ai-proxy).
     default_client: HttpClient,
     client_body_timeout: Duration,
+    access_log: Option<AccessLog>,
 }
 
 /// A request a route took: what the later phases need from the routing phase.
@@ -101,7 +102,12 @@ pub(crate) async fn handle(
     let (mut parts, body) = request.into_parts();
     let routed = match route(&compiled, &parts, local_port, &request_id) {
         Ok(routed) => routed,
-        Err(answer) => return answer,
+        Err(answer) => {
+            if let Some(log) = &shared.access_log {
+                log_unrouted(log, &parts, &answer, peer, started, &request_id);
+            }
+            return answer;
+        }
     };
     let session = Session::new(
         shared, started, compiled, routed, &mut parts, peer, local_port, request_id,
@@ -126,6 +132,43 @@ pub(crate) async fn handle(
         }
     }
     session.response(response).await
+}
+
+/// The access log line of a request no route took: Kong's record without route, service or
+/// consumer.
+fn log_unrouted(
+    log: &AccessLog,
+    parts: &http::request::Parts,
+    answer: &Answered,
+    peer: SocketAddr,
+    started: Instant,
+    request_id: &str,
+) {
+    use http_body::Body as _;
+    use sluice_plugin::log_serializer as ls;
+    let request_ms = started.elapsed().as_millis() as u64;
+    log.unrouted(&ls::Record {
+        request: ls::RequestPart {
+            id: request_id,
+            method: parts.method.as_str(),
+            uri: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        },
+        upstream_uri: "",
+        response: ls::ResponsePart {
+            status: answer.status().as_u16(),
+            size: answer.body().size_hint().exact().unwrap_or(0),
+        },
+        latencies: ls::Latencies {
+            kong: request_ms,
+            proxy: -1,
+            request: request_ms,
+        },
+        route: None,
+        service: None,
+        consumer: None,
+        client_ip: peer.ip().to_string(),
+        started_at: ls::started_at_ms(started),
+    });
 }
 
 /// Takes hold of the client's side of a protocol upgrade, if one is asked for.
@@ -263,6 +306,7 @@ impl Shared {
         live: Live,
         default_client: HttpClient,
         client_body_timeout: Duration,
+        access_log: Option<AccessLog>,
     ) -> Self {
         Self {
             live,
@@ -270,6 +314,7 @@ impl Shared {
             ids: RequestIds::new(),
             default_client,
             client_body_timeout,
+            access_log,
         }
     }
 }
@@ -344,11 +389,14 @@ impl<'a> Session<'a> {
             identities: compiled.identities.clone(),
             client_addr: peer,
             started,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
             upstream,
             upstream_latency: None,
             path_suffix,
             uri_captures: captures,
             status: 0,
+            response_bytes: 0,
             log: serde_json::Map::new(),
         };
         let chain = target.chain.clone();
@@ -632,7 +680,8 @@ impl<'a> Session<'a> {
 
     /// Sends a whole response now and runs the log phase.
     fn respond(self, mut parts: http::response::Parts, body: Bytes) -> Response<Body> {
-        let phases = self.finish(&mut parts);
+        let mut phases = self.finish(&mut parts);
+        phases.ctx.response_bytes = body.len() as u64;
         run_log(&phases);
         Response::from_parts(parts, full(body))
     }
@@ -661,6 +710,7 @@ impl<'a> Session<'a> {
             chain: self.chain,
             ctx: self.ctx,
             states: self.states,
+            access_log: self.shared.access_log.clone(),
         }
     }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use sluice_admin::{AdminGuard, AdminState, NodeInfo};
-use sluice_proxy::{EntityFault, Live, ProxyConfig};
+use sluice_proxy::{AccessLog, AccessLogTarget, EntityFault, Live, ProxyConfig};
 use sluice_store::Store;
 use tokio::net::TcpListener;
 
@@ -67,6 +67,10 @@ pub struct StartArgs {
     /// Seconds between a data plane's pings (Kong: 30).
     #[arg(long, env = "SLUICE_CLUSTER_PING_INTERVAL", default_value_t = 30)]
     pub cluster_ping_interval: u64,
+    /// Kong's `proxy_access_log`: a file to append one JSON line per proxied request to
+    /// (Kong's log serializer fields, with the consumer), `stdout`, or `off` (default).
+    #[arg(long, env = "SLUICE_PROXY_ACCESS_LOG", default_value = "off")]
+    pub proxy_access_log: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -234,7 +238,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             version = store.version(),
             "sluice started"
         );
-        let proxy_server = sluice_proxy::serve(proxy, live, proxy_config(&args), stopped());
+        let proxy_server = sluice_proxy::serve(proxy, live, proxy_config(&args)?, stopped());
         let (admin_result, proxy_result) = tokio::join!(admin_server, proxy_server);
         admin_result.context("serving the Admin API")?;
         proxy_result.context("serving the proxy")?;
@@ -245,12 +249,24 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
 }
 
 /// The proxy listener's settings from the command line.
-pub fn proxy_config(args: &StartArgs) -> ProxyConfig {
-    ProxyConfig {
+pub fn proxy_config(args: &StartArgs) -> anyhow::Result<ProxyConfig> {
+    let access_log = match args.proxy_access_log.as_str() {
+        "off" | "" => None,
+        "stdout" => Some(AccessLogTarget::Stdout),
+        path => Some(AccessLogTarget::File(path.into())),
+    };
+    let access_log = access_log
+        .map(|target| {
+            AccessLog::open(&target)
+                .with_context(|| format!("opening --proxy-access-log {}", args.proxy_access_log))
+        })
+        .transpose()?;
+    Ok(ProxyConfig {
         client_body_timeout: std::time::Duration::from_secs(args.client_body_timeout.max(1)),
         client_header_timeout: std::time::Duration::from_secs(args.client_header_timeout.max(1)),
+        access_log,
         ..ProxyConfig::default()
-    }
+    })
 }
 
 /// The entities of a served config that did not compile, for `/status`.

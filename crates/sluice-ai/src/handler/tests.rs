@@ -254,11 +254,14 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         identities: Default::default(),
         client_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
         started: Instant::now(),
+        method: http::Method::GET,
+        uri: http::Uri::from_static("/"),
         upstream: None,
         upstream_latency: None,
         path_suffix: path_suffix.to_owned(),
         uri_captures: Vec::new(),
         status: 0,
+        response_bytes: 0,
         log: serde_json::Map::new(),
     }
 }

@@ -40,11 +40,14 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         identities: Default::default(),
         client_addr: SocketAddr::from((ip, 5000)),
         started: Instant::now(),
+        method: http::Method::GET,
+        uri: http::Uri::from_static("/"),
         upstream: None,
         upstream_latency: None,
         path_suffix: "/".to_owned(),
         uri_captures: Vec::new(),
         status: 0,
+        response_bytes: 0,
         log: serde_json::Map::new(),
     }
 }
