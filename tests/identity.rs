@@ -709,16 +709,16 @@ async fn the_access_log_names_the_consumer() {
     use std::os::unix::fs::PermissionsExt;
     let dir = common::temp_dir();
     let file = dir.join("access.log");
-    let node = Sluice::start_in(
-        dir.clone(),
-        &["--proxy-access-log", file.to_str().unwrap()],
-    )
-    .await;
+    let node = Sluice::start_in(dir.clone(), &["--proxy-access-log", file.to_str().unwrap()]).await;
     let alice = consumer(&node, "alice").await;
     key(&node, "alice", "alice-key").await;
     route_with(&node, "logged", &[json!({"name": "key-auth"})]).await;
 
-    let (status, _) = send(node.through("GET", "/logged/a?x=1").header("apikey", "alice-key")).await;
+    let (status, _) = send(
+        node.through("GET", "/logged/a?x=1")
+            .header("apikey", "alice-key"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = send(node.through("POST", "/logged/b")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -741,7 +741,10 @@ async fn the_access_log_names_the_consumer() {
     assert_eq!(ok["consumer"]["custom_id"], "alice-c");
     assert_eq!(ok["client_ip"], "127.0.0.1");
     assert!(ok["route"]["id"].is_string() && ok["service"]["id"].is_string());
-    assert!(!ok.to_string().contains("alice-key"), "the key is never logged: {ok}");
+    assert!(
+        !ok.to_string().contains("alice-key"),
+        "the key is never logged: {ok}"
+    );
 
     assert_eq!(refused["response"]["status"], 401);
     assert_eq!(refused["latencies"]["proxy"], -1, "it never went upstream");
@@ -761,7 +764,12 @@ async fn an_access_log_that_cannot_be_opened_stops_the_start() {
     let database = format!("sqlite://{}", dir.join("sluice.db").display());
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["start", "--database", &database])
-        .args(["--admin-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--proxy-access-log", "/nonexistent-dir/access.log"])
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(30), run)

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::access_log::{WorkerLog, FLUSH_EVERY};
 use crate::session::{self, Shared};
 use crate::slow_client::{answer_header_timeout, Watched};
 use crate::upstream::{Clients, HttpClient};
@@ -117,11 +118,18 @@ async fn serve_worker(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|log| Arc::new(log.for_worker()));
+    if let Some(log) = &access_log {
+        tokio::spawn(flush_access_log(Arc::downgrade(log)));
+    }
     let shared = Arc::new(Shared::new(
         live,
         worker_client(60_000, true),
         config.client_body_timeout,
-        config.access_log.clone(),
+        access_log.clone(),
     ));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper drops its header read timeout: a client that sends half a request
@@ -189,5 +197,22 @@ async fn serve_worker(
             tracing::warn!("proxy shutdown grace period over; closing remaining connections");
         }
     }
+    if let Some(log) = &access_log {
+        log.flush();
+    }
     Ok(())
+}
+
+/// Hands the worker's access log buffer to the writer every [`FLUSH_EVERY`], until the
+/// worker is gone.
+async fn flush_access_log(log: std::sync::Weak<WorkerLog>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match log.upgrade() {
+            Some(log) => log.flush(),
+            None => return,
+        }
+    }
 }

@@ -13,8 +13,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use sluice_plugin::{Body, BoxError, PluginState, RequestCtx};
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::WorkerLog;
 use crate::compile::Chain;
-use crate::AccessLog;
 
 /// The per-request plugin state carried from the access phase to the log phase.
 pub struct Phases {
@@ -23,7 +23,7 @@ pub struct Phases {
     pub chain: Arc<Chain>,
     pub ctx: RequestCtx,
     pub states: Vec<PluginState>,
-    pub access_log: Option<AccessLog>,
+    pub access_log: Option<Arc<WorkerLog>>,
 }
 
 pub struct ResponseBody {

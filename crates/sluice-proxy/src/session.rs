@@ -29,6 +29,7 @@ use sluice_plugin::{
     Body, BoxError, Flow, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
 };
 
+use crate::access_log::WorkerLog;
 use crate::compile::{Chain, Compiled, RouteTarget};
 use crate::forward::{Attempt, ForwardError};
 use crate::headers::{
@@ -39,7 +40,7 @@ use crate::request_body::ClientBody;
 use crate::request_id::RequestIds;
 use crate::response_body::{run_log, Phases, ResponseBody};
 use crate::upstream::HttpClient;
-use crate::{AccessLog, Live};
+use crate::Live;
 
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-sluice-proxy-latency");
@@ -53,7 +54,7 @@ pub(crate) struct Shared {
     /// For routes without a service whose upstream a plugin sets (ai-proxy).
     default_client: HttpClient,
     client_body_timeout: Duration,
-    access_log: Option<AccessLog>,
+    pub(crate) access_log: Option<Arc<WorkerLog>>,
 }
 
 /// A request a route took: what the later phases need from the routing phase.
@@ -137,7 +138,7 @@ pub(crate) async fn handle(
 /// The access log line of a request no route took: Kong's record without route, service or
 /// consumer.
 fn log_unrouted(
-    log: &AccessLog,
+    log: &WorkerLog,
     parts: &http::request::Parts,
     answer: &Answered,
     peer: SocketAddr,
@@ -306,7 +307,7 @@ impl Shared {
         live: Live,
         default_client: HttpClient,
         client_body_timeout: Duration,
-        access_log: Option<AccessLog>,
+        access_log: Option<Arc<WorkerLog>>,
     ) -> Self {
         Self {
             live,

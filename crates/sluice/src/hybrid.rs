@@ -147,7 +147,8 @@ pub async fn run_data_plane(
         }),
     );
     let status_server = axum::serve(status, status_app).with_graceful_shutdown(stopped());
-    let proxy_server = sluice_proxy::serve(proxy, live, crate::start::proxy_config(&args)?, stopped());
+    let proxy_server =
+        sluice_proxy::serve(proxy, live, crate::start::proxy_config(&args)?, stopped());
     let (status_result, proxy_result) = tokio::join!(status_server, proxy_server);
     status_result.context("serving the status endpoint")?;
     proxy_result.context("serving the proxy")?;
