@@ -247,9 +247,10 @@ const RULES: &[Rule] = &[
     },
     Rule {
         who: Who::Crate("sluice-plugins"),
-        forbidden: Forbidden::MembersExcept(&["sluice-plugin", "sluice-model"]),
+        forbidden: Forbidden::MembersExcept(&["sluice-plugin", "sluice-model", "sluice-metrics"]),
         reach: Reach::Transitive,
-        reason: "DESIGN.md, Suggested crates: sluice-plugins depends on plugin",
+        reason: "DESIGN.md, Suggested crates: sluice-plugins depends on plugin (and on \
+                 sluice-metrics, which prometheus records into)",
     },
     Rule {
         who: Who::Crate("sluice-ai"),
@@ -277,6 +278,19 @@ const RULES: &[Rule] = &[
         reason: "DESIGN.md, Suggested crates: sluice-mock-llm depends on no workspace crate; \
                  the test double speaks the wire format on its own, so a bug in our wire types \
                  cannot hide in it",
+    },
+    Rule {
+        who: Who::Crate("sluice-metrics"),
+        forbidden: Forbidden::MembersExcept(&[]),
+        reach: Reach::Transitive,
+        reason: "ARCHITECTURE.md, sluice-metrics: depends on no workspace crate; the plugin \
+                 that records and the endpoints that expose are wired by the binary",
+    },
+    Rule {
+        who: Who::Crate("sluice-metrics"),
+        forbidden: Forbidden::Io,
+        reach: Reach::Transitive,
+        reason: "ARCHITECTURE.md, sluice-metrics: per-worker tables and an encoder; no IO",
     },
     // The edge of the error-handling layering.
     Rule {

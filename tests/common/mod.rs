@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod upstream;
 
 use std::net::TcpListener;

@@ -46,6 +46,22 @@ pub async fn root(State(state): State<AdminState>) -> Json<Value> {
     }))
 }
 
+/// `GET /metrics`: the node's metrics in Prometheus' format (Kong's prometheus plugin
+/// serves the same path on its Admin API), with whether the database answers.
+pub async fn metrics(State(state): State<AdminState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(render) = state.metrics().cloned() else {
+        return crate::error::ApiError::NotFound.into_response();
+    };
+    let reachable = if state.dbless() {
+        None
+    } else {
+        Some(state.store().ping().await)
+    };
+    let (content_type, body) = render(reachable);
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// `GET /status`: Kong's shape, with the store's reachability and config version.
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let reachable = state.store().ping().await;

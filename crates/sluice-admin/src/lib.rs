@@ -57,6 +57,7 @@ struct Inner {
     dbless: bool,
     data_planes: Option<DataPlanesFn>,
     proxy_status: Option<ProxyStatusFn>,
+    metrics: Option<MetricsFn>,
     guard: AdminGuard,
 }
 
@@ -69,6 +70,10 @@ pub type DataPlanesFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// version it serves and the entities of it that did not compile. A function, so this crate
 /// does not depend on the proxy.
 pub type ProxyStatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Renders the node's metrics for `GET /metrics`, given whether the database answers:
+/// `(content type, exposition)`.
+pub type MetricsFn = Arc<dyn Fn(Option<bool>) -> (&'static str, String) + Send + Sync>;
 
 /// Request counters for `GET /status`.
 #[derive(Default)]
@@ -91,6 +96,7 @@ impl AdminState {
                 dbless,
                 data_planes: None,
                 proxy_status: None,
+                metrics: None,
                 guard: AdminGuard::default(),
             }),
         }
@@ -116,6 +122,21 @@ impl AdminState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Serves `GET /metrics` (the prometheus plugin's exposition, as Kong's Admin API does).
+    pub fn with_metrics(self, metrics: MetricsFn) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("with_metrics is called right after new, before any clone")
+        });
+        inner.metrics = Some(metrics);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn metrics(&self) -> Option<&MetricsFn> {
+        self.inner.metrics.as_ref()
     }
 
     /// Sets the browser-facing rules (allowed origins and hosts); the default refuses every
@@ -176,6 +197,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(info::root))
         .route("/status", get(info::status))
+        .route("/metrics", get(info::metrics))
         .route("/schemas/plugins/{name}", get(info::plugin_schema))
         .route("/schemas/{entity}", get(info::entity_schema))
         .route("/schemas/{entity}/validate", post(info::validate_entity))

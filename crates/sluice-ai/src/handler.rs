@@ -19,6 +19,7 @@ use crate::providers::{self, Driver};
 use crate::route_type::{Prompt, RouteType};
 use crate::sse::SseParser;
 use crate::wire::{Answer, StreamEvent, Usage};
+use sluice_plugin::log_serializer::AiUsage;
 
 /// Kong's ai-proxy handler priority.
 const PRIORITY: i64 = 770;
@@ -463,6 +464,58 @@ impl AiProxy {
         }
     }
 
+    /// Puts what this request used into `ctx.ai`, for the loggers, the metrics and the
+    /// token limits (all of which run after this plugin).
+    fn publish(&self, ctx: &mut RequestCtx, call: &Call) {
+        let prompt = call.prompt_tokens.unwrap_or(0);
+        let completion = call.completion_tokens.unwrap_or(0);
+        let total = call.total_tokens.unwrap_or(prompt + completion);
+        let options = self.config.model.options.as_ref();
+        let cost = match options.map(|o| (o.input_cost, o.output_cost)) {
+            Some((Some(input), Some(output))) => {
+                (prompt as f64 * input + completion as f64 * output) / 1e6
+            }
+            _ => 0.0,
+        };
+        let latency_ms = ctx.upstream_latency.map_or(0, |d| d.as_millis() as u64);
+        let time_per_token = if completion > 0 {
+            latency_ms as f64 / completion as f64
+        } else {
+            0.0
+        };
+        let payload = self.log_payloads().then(|| {
+            (
+                call.request_payload
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
+                String::from_utf8_lossy(&call.response_payload).into_owned(),
+            )
+        });
+        ctx.ai = Some(Box::new(AiUsage {
+            plugin_id: self.plugin_id,
+            provider: self.driver.name(),
+            request_model: call.request_model.clone(),
+            response_model: call
+                .response_model
+                .clone()
+                .unwrap_or_else(|| call.request_model.clone()),
+            route_type: self.config.route_type.as_str(),
+            stream: call.stream,
+            status: call.status,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+            cost,
+            llm_latency_ms: latency_ms,
+            time_to_first_token_ms: call.first_token.map_or(0, |d| d.as_millis() as u64),
+            time_per_token,
+            log_statistics: self.log_statistics(),
+            payload,
+            request_id: ctx.request_id.clone(),
+        }));
+    }
+
     /// Inspects one SSE event; returns whether to forward it.
     fn on_event(&self, call: &mut Call, name: Option<&str>, data: &str) -> bool {
         if data == "[DONE]" {
@@ -622,57 +675,15 @@ impl Plugin for AiProxy {
         &self,
         response: &mut http::response::Parts,
         body: Bytes,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         state: &mut Option<Call>,
     ) -> Bytes {
         let Some(call) = state.as_mut() else {
             return body;
         };
-        call.status = response.status.as_u16();
-        call.first_token = call.sent_at.map(|t| t.elapsed());
-        if response.status != http::StatusCode::OK {
-            // Upstream errors pass through with their status, translated if needed.
-            if let Some(translated) = self.driver.translate_error(call.status, &body) {
-                response.headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                return Bytes::from(translated);
-            }
-            return body;
-        }
-        let parsed: Option<Answer> = serde_json::from_slice(&body).ok();
-        let key = call.expect_key.unwrap_or("choices");
-        match parsed.filter(|answer| answer.has(key)) {
-            Some(answer) => {
-                if let Some(usage) = &answer.usage {
-                    self.record_usage(call, usage);
-                }
-                if let Some(model) = answer.model {
-                    call.response_model = Some(model);
-                }
-                if self.log_payloads() {
-                    call.response_payload = body.to_vec();
-                }
-                body
-            }
-            None => {
-                // Kong's transformation error, with its text.
-                response.status = http::StatusCode::INTERNAL_SERVER_ERROR;
-                call.status = 500;
-                response.headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                let route_type = self.config.route_type;
-                let message = format!(
-                    "transformation failed from type {}://{route_type}: '{key}' not in \
-                     {route_type} response",
-                    self.driver.name(),
-                );
-                Bytes::from(json!({"error": {"message": message}}).to_string())
-            }
-        }
+        let body = self.check_buffered(response, body, call);
+        self.publish(ctx, call);
+        body
     }
 
     fn header_filter(
@@ -760,71 +771,34 @@ impl Plugin for AiProxy {
         }
     }
 
-    fn body_end(&self, _ctx: &mut RequestCtx, state: &mut Option<Call>) -> Option<Bytes> {
+    fn body_end(&self, ctx: &mut RequestCtx, state: &mut Option<Call>) -> Option<Bytes> {
         let call = state.as_mut()?;
-        if call.translate_error {
+        let last = if call.translate_error {
             let body = std::mem::take(&mut call.error_buffer);
             let translated = self
                 .driver
                 .translate_error(call.status, &body)
                 .unwrap_or(body);
-            return Some(Bytes::from(translated));
-        }
-        call.parser.finish()
+            Some(Bytes::from(translated))
+        } else {
+            call.parser.finish()
+        };
+        self.publish(ctx, call);
+        last
     }
 
-    fn log(&self, ctx: &RequestCtx, state: &Option<Call>) {
-        if !self.log_statistics() {
-            return;
-        }
-        let Some(call) = state.as_ref() else {
-            return;
-        };
-        let prompt = call.prompt_tokens.unwrap_or(0);
-        let completion = call.completion_tokens.unwrap_or(0);
-        let total = call.total_tokens.unwrap_or(prompt + completion);
-        let options = self.config.model.options.clone().unwrap_or_default();
-        let cost = match (options.input_cost, options.output_cost) {
-            (Some(input), Some(output)) => {
-                (prompt as f64 * input + completion as f64 * output) / 1e6
+    fn log(&self, ctx: &mut RequestCtx, state: &mut Option<Call>) {
+        // A client that went away mid-body never reached `body_end`: publish what is known.
+        if ctx.ai.is_none() {
+            if let Some(call) = state.as_ref() {
+                self.publish(ctx, call);
             }
-            _ => 0.0,
-        };
-        let latency_ms = ctx.upstream_latency.map_or(0, |d| d.as_millis() as u64);
-        let time_per_token = if completion > 0 {
-            latency_ms as f64 / completion as f64
-        } else {
-            0.0
-        };
-        let mut proxy = json!({
-            "meta": {
-                "plugin_id": self.plugin_id,
-                "provider_name": self.driver.name(),
-                "request_model": call.request_model,
-                "response_model": call.response_model.as_deref().unwrap_or(&call.request_model),
-                "llm_latency": latency_ms,
-                "time_to_first_token": call.first_token.map_or(0, |d| d.as_millis() as u64),
-                "route_type": self.config.route_type.as_str(),
-                "status": call.status,
-                "stream": call.stream,
-                "request_id": ctx.request_id,
-            },
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": total,
-                "cost": cost,
-                "time_per_token": time_per_token,
-            },
-        });
-        if self.log_payloads() {
-            proxy["payload"] = json!({
-                "request": call.request_payload.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
-                "response": String::from_utf8_lossy(&call.response_payload),
-            });
         }
+        let Some(ai) = ctx.ai.as_deref().filter(|ai| ai.log_statistics) else {
+            return;
+        };
         // One structured record per request; the provider key is never part of it.
-        let mut record = json!({ "ai": { "proxy": proxy } });
+        let mut record = json!({ "ai": ai.block() });
         if let Some(authenticated) = &ctx.consumer {
             // Kong's log serializer's `consumer`: whose key was spent.
             let consumer = &authenticated.consumer;
@@ -835,6 +809,62 @@ impl Plugin for AiProxy {
             });
         }
         tracing::info!(target: "sluice::ai", ai = %record, "ai-proxy request");
+    }
+}
+
+impl AiProxy {
+    /// A whole (non-streamed) answer: errors translated, Kong's shape check, usage read.
+    fn check_buffered(
+        &self,
+        response: &mut http::response::Parts,
+        body: Bytes,
+        call: &mut Call,
+    ) -> Bytes {
+        call.status = response.status.as_u16();
+        call.first_token = call.sent_at.map(|t| t.elapsed());
+        if response.status != http::StatusCode::OK {
+            // Upstream errors pass through with their status, translated if needed.
+            if let Some(translated) = self.driver.translate_error(call.status, &body) {
+                response.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Bytes::from(translated);
+            }
+            return body;
+        }
+        let parsed: Option<Answer> = serde_json::from_slice(&body).ok();
+        let key = call.expect_key.unwrap_or("choices");
+        match parsed.filter(|answer| answer.has(key)) {
+            Some(answer) => {
+                if let Some(usage) = &answer.usage {
+                    self.record_usage(call, usage);
+                }
+                if let Some(model) = answer.model {
+                    call.response_model = Some(model);
+                }
+                if self.log_payloads() {
+                    call.response_payload = body.to_vec();
+                }
+                body
+            }
+            None => {
+                // Kong's transformation error, with its text.
+                response.status = http::StatusCode::INTERNAL_SERVER_ERROR;
+                call.status = 500;
+                response.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                let route_type = self.config.route_type;
+                let message = format!(
+                    "transformation failed from type {}://{route_type}: '{key}' not in \
+                     {route_type} response",
+                    self.driver.name(),
+                );
+                Bytes::from(json!({"error": {"message": message}}).to_string())
+            }
+        }
     }
 }
 

@@ -65,6 +65,8 @@ pub struct DataPlaneOptions {
     pub node_id: String,
     /// [`DEFAULT_PING_INTERVAL`] in production; tests use less.
     pub ping_interval: Duration,
+    /// Set while a session with the control plane is up (for status and metrics).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The TLS half of a data plane: our certificate doubles as the pin for the control plane's.
@@ -152,6 +154,9 @@ where
             () = &mut shutdown => return Ok(()),
             outcome = node.connect_once() => outcome,
         };
+        node.options
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if node.synced {
             backoff.reset();
             failures = 0;
@@ -380,6 +385,9 @@ where
             plugins: Vec::new(),
         })?;
         send_frame(&mut ws, Bytes::from(basic_info)).await?;
+        self.options
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             control_plane = %self.options.control_plane,
             "connected to the control plane"

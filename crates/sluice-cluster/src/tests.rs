@@ -558,6 +558,7 @@ fn start_data_plane(
         cache_path,
         node_id: node_id.to_owned(),
         ping_interval: Duration::from_millis(200),
+        connected: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run_data_plane(

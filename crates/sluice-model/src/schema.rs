@@ -46,7 +46,7 @@ const ENTITY_SCHEMAS: [(EntityKind, &str); 7] = [
 
 /// Every plugin Sluice knows, embedded from `schemas/plugins/`. A plugin name not listed here
 /// is refused by the Admin API and by `sluice validate`.
-const PLUGIN_SCHEMAS: [(&str, &str); 7] = [
+const PLUGIN_SCHEMAS: [(&str, &str); 10] = [
     ("acl", include_str!("../../../schemas/plugins/acl.json")),
     (
         "ai-proxy",
@@ -58,8 +58,20 @@ const PLUGIN_SCHEMAS: [(&str, &str); 7] = [
     ),
     ("cors", include_str!("../../../schemas/plugins/cors.json")),
     (
+        "file-log",
+        include_str!("../../../schemas/plugins/file-log.json"),
+    ),
+    (
+        "http-log",
+        include_str!("../../../schemas/plugins/http-log.json"),
+    ),
+    (
         "key-auth",
         include_str!("../../../schemas/plugins/key-auth.json"),
+    ),
+    (
+        "prometheus",
+        include_str!("../../../schemas/plugins/prometheus.json"),
     ),
     (
         "rate-limiting",

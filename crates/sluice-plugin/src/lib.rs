@@ -48,11 +48,21 @@ pub struct Upstream {
     pub host_header: String,
 }
 
+/// How logs and metrics name a route and its service (Kong's exporter labels): the route's
+/// name or id, the service's name or host ("" without a service). Built once per route when
+/// a config compiles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteLabels {
+    pub route: String,
+    pub service: String,
+}
+
 /// What every plugin of one request sees and shares.
 pub struct RequestCtx {
     pub request_id: String,
     pub route_id: Uuid,
     pub service_id: Option<Uuid>,
+    pub labels: Arc<RouteLabels>,
     /// The authenticated consumer's id (set with [`identity::authenticate`]).
     pub consumer_id: Option<Uuid>,
     /// Who the request was authenticated as, once an auth plugin ran.
@@ -79,8 +89,18 @@ pub struct RequestCtx {
     pub status: u16,
     /// Body bytes sent to the client; final when `log` runs.
     pub response_bytes: u64,
+    /// The request's size as received: request line, headers, and the body's declared
+    /// length (a chunked body's size is not known up front and is left out).
+    pub request_bytes: u64,
+    /// The response came from the upstream (Kong's `source: service`), not from the gateway
+    /// or a plugin.
+    pub from_upstream: bool,
     /// Structured fields the log phase emits (e.g. `ai.proxy.usage`).
     pub log: serde_json::Map<String, serde_json::Value>,
+    /// What an AI plugin learned about this request (model, tokens, cost, latency), set as
+    /// soon as it is known (the end of the body at the latest), for the plugins that log,
+    /// meter and limit it.
+    pub ai: Option<Box<log_serializer::AiUsage>>,
 }
 
 /// The request body: still streaming from the client, or read whole by a plugin.
@@ -271,8 +291,10 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
-    /// After the response was sent (or the client went away). Must not block.
-    fn log(&self, _ctx: &RequestCtx, _state: &Self::State) {}
+    /// After the response was sent (or the client went away). Must not block. Runs in
+    /// priority order like every phase; what a plugin leaves in `ctx` (ai-proxy's
+    /// [`RequestCtx::ai`]) is there for the lower-priority loggers and meters.
+    fn log(&self, _ctx: &mut RequestCtx, _state: &mut Self::State) {}
 }
 
 /// A [`Plugin`] with its state type erased: what a compiled route's chain holds. The proxy
@@ -307,7 +329,7 @@ pub trait PluginHandler: Send + Sync + 'static {
     );
     fn body_filter(&self, chunk: Bytes, ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes;
     fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
-    fn log(&self, ctx: &RequestCtx, state: &PluginState);
+    fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState);
 }
 
 /// Wraps a typed plugin for a route's chain.
@@ -401,8 +423,8 @@ impl<P: Plugin> PluginHandler for Erased<P> {
         self.0.body_end(ctx, state.typed_mut())
     }
 
-    fn log(&self, ctx: &RequestCtx, state: &PluginState) {
-        self.0.log(ctx, state.typed());
+    fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState) {
+        self.0.log(ctx, state.typed_mut());
     }
 }
 

@@ -2,10 +2,12 @@
 //! `kong/pdk/log.lua`): the fields log shippers and dashboards built for Kong read
 //! (`request.method`, `response.status`, `latencies.*`, `consumer.username`, ...).
 //!
-//! It is a subset: no request or response headers and no query table (they would cost a copy
-//! of every header per request and can carry secrets), and `route`/`service` carry only their
-//! ids, not the whole entities. The record is serialized straight from borrowed fields, so a
-//! line costs one buffer and no intermediate `serde_json::Value`.
+//! `route`/`service` carry their ids (and names), not the whole entities. Request and response
+//! headers and the query table are there only when the caller has them ([`with_headers`]: the
+//! log plugins copy the headers in their own phases; the access log does not pay for that).
+//! As in Kong, `authorization` and `proxy-authorization` are written as `REDACTED`. The record
+//! is serialized straight from borrowed fields: a line costs one buffer and no intermediate
+//! `serde_json::Value`.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -17,7 +19,7 @@ pub struct Record<'a> {
     pub request: RequestPart<'a>,
     /// Path and query as sent upstream (empty when the request never went upstream).
     pub upstream_uri: &'a str,
-    pub response: ResponsePart,
+    pub response: ResponsePart<'a>,
     pub latencies: Latencies,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<Id>,
@@ -28,6 +30,122 @@ pub struct Record<'a> {
     pub client_ip: String,
     /// Milliseconds since the Unix epoch when the request arrived.
     pub started_at: u64,
+    /// `upstream` when the upstream answered, `kong` when the gateway or a plugin did.
+    pub source: &'static str,
+    /// The upstream's status as a string ("" when it never answered), as Kong writes it.
+    pub upstream_status: String,
+    /// The AI plugin's block (Kong's `ai.proxy`), when it logs statistics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ai: Option<AiBlock<'a>>,
+}
+
+/// What an AI plugin learned about one request. Set in [`RequestCtx::ai`] once the answer is
+/// known; read by the loggers (`ai.proxy` in the record), the metrics and the token limits.
+#[derive(Debug, Clone, Default)]
+pub struct AiUsage {
+    pub plugin_id: Uuid,
+    /// Kong's provider name (`openai`, `xai`).
+    pub provider: &'static str,
+    pub request_model: String,
+    /// The model the provider says answered (the requested one when it does not say).
+    pub response_model: String,
+    pub route_type: &'static str,
+    pub stream: bool,
+    /// The upstream's status.
+    pub status: u16,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// From the model's `input_cost` / `output_cost` (per million tokens); 0 without them.
+    pub cost: f64,
+    /// Upstream time, ms.
+    pub llm_latency_ms: u64,
+    pub time_to_first_token_ms: u64,
+    /// `llm_latency_ms / completion_tokens` (0 without completion tokens).
+    pub time_per_token: f64,
+    /// Kong's `logging.log_statistics`: whether logs and metrics carry these figures.
+    pub log_statistics: bool,
+    /// Kong's `logging.log_payloads`: the request as sent upstream and the response.
+    pub payload: Option<(String, String)>,
+    pub request_id: String,
+}
+
+/// Kong's `ai` block of the log record.
+#[derive(Serialize)]
+pub struct AiBlock<'a> {
+    pub proxy: AiProxyBlock<'a>,
+}
+
+#[derive(Serialize)]
+pub struct AiProxyBlock<'a> {
+    pub meta: AiMeta<'a>,
+    pub usage: AiUsageBlock,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<AiPayload<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct AiMeta<'a> {
+    pub plugin_id: Uuid,
+    pub provider_name: &'a str,
+    pub request_model: &'a str,
+    pub response_model: &'a str,
+    pub llm_latency: u64,
+    pub time_to_first_token: u64,
+    pub route_type: &'a str,
+    pub status: u16,
+    pub stream: bool,
+    pub request_id: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct AiUsageBlock {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cost: f64,
+    pub time_per_token: f64,
+}
+
+#[derive(Serialize)]
+pub struct AiPayload<'a> {
+    pub request: &'a str,
+    pub response: &'a str,
+}
+
+// === impl AiUsage ===
+
+impl AiUsage {
+    /// Kong's `ai.proxy` block for the log record.
+    pub fn block(&self) -> AiBlock<'_> {
+        AiBlock {
+            proxy: AiProxyBlock {
+                meta: AiMeta {
+                    plugin_id: self.plugin_id,
+                    provider_name: self.provider,
+                    request_model: &self.request_model,
+                    response_model: &self.response_model,
+                    llm_latency: self.llm_latency_ms,
+                    time_to_first_token: self.time_to_first_token_ms,
+                    route_type: self.route_type,
+                    status: self.status,
+                    stream: self.stream,
+                    request_id: &self.request_id,
+                },
+                usage: AiUsageBlock {
+                    prompt_tokens: self.prompt_tokens,
+                    completion_tokens: self.completion_tokens,
+                    total_tokens: self.total_tokens,
+                    cost: self.cost,
+                    time_per_token: self.time_per_token,
+                },
+                payload: self
+                    .payload
+                    .as_ref()
+                    .map(|(request, response)| AiPayload { request, response }),
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -36,13 +154,88 @@ pub struct RequestPart<'a> {
     pub method: &'a str,
     /// The URI as the client sent it (path and query).
     pub uri: &'a str,
+    /// Request line, headers and declared body length.
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub querystring: Option<Query<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers<'a>>,
 }
 
 #[derive(Serialize)]
-pub struct ResponsePart {
+pub struct ResponsePart<'a> {
     pub status: u16,
     /// Body bytes sent to the client.
     pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers<'a>>,
+}
+
+/// Headers as Kong's serializer writes them: lowercase names, a string for one value and an
+/// array for several, credentials redacted.
+pub struct Headers<'a>(pub &'a http::HeaderMap);
+
+/// The query string as a table: `a=1&a=2&b` is `{"a": ["1", "2"], "b": true}` (Kong's
+/// `kong.request.get_query()`).
+pub struct Query<'a>(pub &'a str);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.keys_len()))?;
+        for name in self.0.keys() {
+            let redact =
+                name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION;
+            let values: Vec<&str> = self
+                .0
+                .get_all(name)
+                .iter()
+                .map(|v| {
+                    if redact {
+                        "REDACTED"
+                    } else {
+                        v.to_str().unwrap_or("")
+                    }
+                })
+                .collect();
+            match values.as_slice() {
+                [one] => map.serialize_entry(name.as_str(), one)?,
+                many => map.serialize_entry(name.as_str(), many)?,
+            }
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Query<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // Keys in first-seen order, each with its values.
+        let mut pairs: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        for part in self.0.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = match part.split_once('=') {
+                Some((k, v)) => (k, Some(decode(v))),
+                None => (part, None),
+            };
+            let key = decode(key);
+            match pairs.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, values)) => values.push(value),
+                None => pairs.push((key, vec![value])),
+            }
+        }
+        let mut map = serializer.serialize_map(Some(pairs.len()))?;
+        for (key, values) in &pairs {
+            let as_json = |v: &Option<String>| match v {
+                Some(s) => serde_json::Value::String(s.clone()),
+                None => serde_json::Value::Bool(true),
+            };
+            match values.as_slice() {
+                [one] => map.serialize_entry(key, &as_json(one))?,
+                many => map.serialize_entry(key, &many.iter().map(as_json).collect::<Vec<_>>())?,
+            }
+        }
+        map.end()
+    }
 }
 
 /// Milliseconds, as Kong reports them: `request` from first byte to log, `proxy` waiting for
@@ -68,6 +261,30 @@ pub struct Consumer<'a> {
     pub custom_id: Option<&'a str>,
 }
 
+/// Percent-decoding of a query component, `+` as a space.
+fn decode(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The record of a request that ran the pipeline (it had a route), with the request and
+/// response headers a log plugin copied, and the query table when it has them.
+pub fn with_headers<'a>(
+    ctx: &'a RequestCtx,
+    request_headers: Option<&'a http::HeaderMap>,
+    response_headers: Option<&'a http::HeaderMap>,
+) -> Record<'a> {
+    let mut record = serialize(ctx);
+    if let Some(headers) = request_headers {
+        record.request.headers = Some(Headers(headers));
+        record.request.querystring = Some(Query(ctx.uri.query().unwrap_or("")));
+    }
+    record.response.headers = response_headers.map(Headers);
+    record
+}
+
 /// The record of a request that ran the pipeline (it had a route).
 pub fn serialize(ctx: &RequestCtx) -> Record<'_> {
     let request_ms = ctx.started.elapsed().as_millis() as u64;
@@ -77,11 +294,15 @@ pub fn serialize(ctx: &RequestCtx) -> Record<'_> {
             id: &ctx.request_id,
             method: ctx.method.as_str(),
             uri: ctx.uri.path_and_query().map_or("/", |p| p.as_str()),
+            size: ctx.request_bytes,
+            querystring: None,
+            headers: None,
         },
         upstream_uri: ctx.upstream.as_ref().map_or("", |u| &u.path_and_query),
         response: ResponsePart {
             status: ctx.status,
             size: ctx.response_bytes,
+            headers: None,
         },
         latencies: Latencies {
             kong: request_ms.saturating_sub(proxy.unwrap_or(0)),
@@ -100,6 +321,21 @@ pub fn serialize(ctx: &RequestCtx) -> Record<'_> {
         }),
         client_ip: ctx.client_addr.ip().to_string(),
         started_at: started_at_ms(ctx.started),
+        source: if ctx.from_upstream {
+            "upstream"
+        } else {
+            "kong"
+        },
+        upstream_status: if ctx.from_upstream {
+            ctx.status.to_string()
+        } else {
+            String::new()
+        },
+        ai: ctx
+            .ai
+            .as_deref()
+            .filter(|ai| ai.log_statistics)
+            .map(AiUsage::block),
     }
 }
 
@@ -126,6 +362,7 @@ mod tests {
             request_id: "req-1".to_owned(),
             route_id: Uuid::nil(),
             service_id: None,
+            labels: Default::default(),
             consumer_id: None,
             consumer: None,
             identities: Default::default(),
@@ -139,7 +376,10 @@ mod tests {
             uri_captures: Vec::new(),
             status: 401,
             response_bytes: 12,
+            request_bytes: 0,
+            from_upstream: false,
             log: serde_json::Map::new(),
+            ai: None,
         }
     }
 

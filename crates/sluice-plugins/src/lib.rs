@@ -5,7 +5,11 @@ pub mod acl;
 mod auth;
 pub mod basic_auth;
 pub mod cors;
+pub mod file_log;
+pub mod http_log;
 pub mod key_auth;
+mod log_capture;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_transformer;
 
@@ -13,8 +17,12 @@ use std::sync::Arc;
 
 use sluice_plugin::Registry;
 
-/// Registers every built-in plugin.
-pub fn register_all(registry: &mut Registry) {
+/// Registers every built-in plugin. `metrics` is the process's, which `prometheus` records
+/// into.
+pub fn register_all(registry: &mut Registry, metrics: Arc<sluice_metrics::Metrics>) {
+    registry.register(Arc::new(prometheus::Factory::new(metrics.clone())));
+    registry.register(Arc::new(file_log::Factory::new(metrics.clone())));
+    registry.register(Arc::new(http_log::Factory::new(metrics)));
     registry.register(Arc::new(rate_limiting::Factory::default()));
     registry.register(Arc::new(key_auth::Factory));
     registry.register(Arc::new(basic_auth::Factory));

@@ -62,6 +62,8 @@ pub struct ConsumerPlugin {
 /// What a matched route leads to.
 pub struct RouteTarget {
     pub route_id: Uuid,
+    /// The route's and service's names for logs and metrics.
+    pub labels: Arc<sluice_plugin::RouteLabels>,
     pub strip_path: bool,
     pub path_handling: PathHandling,
     pub preserve_host: bool,
@@ -190,8 +192,15 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
                 .or_insert_with(|| Arc::new(ServiceTarget::new(s)))
                 .clone()
         });
+        let labels = Arc::new(sluice_plugin::RouteLabels {
+            route: route.name.clone().unwrap_or_else(|| route.id.to_string()),
+            service: service
+                .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))
+                .unwrap_or_default(),
+        });
         let target = Arc::new(RouteTarget {
             route_id: route.id,
+            labels,
             strip_path: route.strip_path,
             path_handling: match route.path_handling {
                 sluice_model::PathHandling::V0 => PathHandling::V0,

@@ -87,17 +87,17 @@ impl ResponseBody {
     }
 
     fn log(&mut self) {
-        if let Some(phases) = self.phases.take() {
-            run_log(&phases);
+        if let Some(mut phases) = self.phases.take() {
+            run_log(&mut phases);
         }
     }
 }
 
 /// The log phase. Runs after the last byte, never before the response is sent: the
 /// plugins' `log`, then the access log line.
-pub fn run_log(phases: &Phases) {
-    for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter()) {
-        handler.log(&phases.ctx, state);
+pub fn run_log(phases: &mut Phases) {
+    for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
+        handler.log(&mut phases.ctx, state);
     }
     if let Some(log) = &phases.access_log {
         log.request(&phases.ctx);

@@ -135,6 +135,27 @@ pub(crate) async fn handle(
     session.response(response).await
 }
 
+/// What Kong counts as the request's length (nginx's `$request_length`): the request line,
+/// the headers and the body, the body by its declared `Content-Length`.
+fn request_size(parts: &http::request::Parts) -> u64 {
+    let line = parts.method.as_str().len()
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n".len()
+        + 1;
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let body = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (line + headers + 2) as u64 + body
+}
+
 /// The access log line of a request no route took: Kong's record without route, service or
 /// consumer.
 fn log_unrouted(
@@ -153,11 +174,15 @@ fn log_unrouted(
             id: request_id,
             method: parts.method.as_str(),
             uri: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            size: request_size(parts),
+            querystring: None,
+            headers: None,
         },
         upstream_uri: "",
         response: ls::ResponsePart {
             status: answer.status().as_u16(),
             size: answer.body().size_hint().exact().unwrap_or(0),
+            headers: None,
         },
         latencies: ls::Latencies {
             kong: request_ms,
@@ -169,6 +194,9 @@ fn log_unrouted(
         consumer: None,
         client_ip: peer.ip().to_string(),
         started_at: ls::started_at_ms(started),
+        source: "kong",
+        upstream_status: String::new(),
+        ai: None,
     });
 }
 
@@ -381,10 +409,12 @@ impl<'a> Session<'a> {
             parts.headers.insert(X_REQUEST_ID.clone(), value);
         }
         parts.headers.append(header::VIA, shared.via.clone());
+        let request_bytes = request_size(parts);
         let ctx = RequestCtx {
             request_id,
             route_id: target.route_id,
             service_id: target.service.as_ref().map(|s| s.id),
+            labels: target.labels.clone(),
             consumer_id: None,
             consumer: None,
             identities: compiled.identities.clone(),
@@ -398,7 +428,10 @@ impl<'a> Session<'a> {
             uri_captures: captures,
             status: 0,
             response_bytes: 0,
+            request_bytes,
+            from_upstream: false,
             log: serde_json::Map::new(),
+            ai: None,
         };
         let chain = target.chain.clone();
         let states = chain.handlers.iter().map(|h| h.new_state()).collect();
@@ -572,6 +605,7 @@ impl<'a> Session<'a> {
     /// The header phase and the body: buffered whole when a plugin asks to see it, streamed
     /// through the body filters otherwise (the log phase then runs when the body ends).
     async fn response(mut self, response: http::Response<Incoming>) -> Response<Body> {
+        self.ctx.from_upstream = true;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let chain = self.chain.clone();
@@ -635,7 +669,7 @@ impl<'a> Session<'a> {
     ) -> Response<Body> {
         let upstream_side = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
-        let phases = self.finish(&mut parts);
+        let mut phases = self.finish(&mut parts);
         tokio::spawn(async move {
             let request_id = &phases.ctx.request_id;
             match tokio::try_join!(client_side, upstream_side) {
@@ -650,7 +684,7 @@ impl<'a> Session<'a> {
                 }
                 Err(error) => tracing::warn!(%request_id, %error, "protocol upgrade failed"),
             }
-            run_log(&phases);
+            run_log(&mut phases);
         });
         Response::from_parts(parts, full(Bytes::new()))
     }
@@ -683,7 +717,7 @@ impl<'a> Session<'a> {
     fn respond(self, mut parts: http::response::Parts, body: Bytes) -> Response<Body> {
         let mut phases = self.finish(&mut parts);
         phases.ctx.response_bytes = body.len() as u64;
-        run_log(&phases);
+        run_log(&mut phases);
         Response::from_parts(parts, full(body))
     }
 

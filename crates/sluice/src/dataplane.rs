@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use sluice_metrics::Metrics;
 use sluice_model::Schemas;
 use sluice_proxy::Live;
 use sluice_store::Store;
@@ -13,12 +14,15 @@ use tokio::sync::mpsc;
 
 /// Compiles the store's snapshot every time its config version changes. Changes that arrive
 /// while a compile runs are coalesced into one (the watch channel keeps only the newest).
-pub async fn follow_store(store: Store, live: Live) {
+pub async fn follow_store(store: Store, live: Live, metrics: Arc<Metrics>) {
     let mut versions = store.subscribe();
     loop {
         let wanted = *versions.borrow_and_update();
         if wanted != live.version() || live.version() == 0 {
+            let started = std::time::Instant::now();
             apply_latest(&store, &live).await;
+            metrics.observe_reload(started.elapsed());
+            metrics.set_config_version(live.version());
         }
         if versions.changed().await.is_err() {
             return; // the store closed: the process is shutting down

@@ -79,10 +79,11 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exi
 }
 
 pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
-    let schemas = crate::plugins::schemas(Arc::new(crate::plugins::registry())).map_err(|e| {
-        eprintln!("Error: {e}");
-        Exit(1)
-    })?;
+    let schemas =
+        crate::plugins::schemas(Arc::new(crate::plugins::offline_registry())).map_err(|e| {
+            eprintln!("Error: {e}");
+            Exit(1)
+        })?;
     let (_, entities) = load(files, &schemas)?;
     println!(
         "valid: {} services, {} routes, {} consumers, {} plugins",
@@ -151,10 +152,11 @@ struct Planned {
 
 /// Computes the plan of `files` against the Admin API's config.
 async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
-    let schemas = crate::plugins::schemas(Arc::new(crate::plugins::registry())).map_err(|e| {
-        eprintln!("Error: {e}");
-        Exit(1)
-    })?;
+    let schemas =
+        crate::plugins::schemas(Arc::new(crate::plugins::offline_registry())).map_err(|e| {
+            eprintln!("Error: {e}");
+            Exit(1)
+        })?;
     // Fetch the current config while the files are parsed and validated: the two are
     // independent, and each takes a good part of a large diff's time.
     let admin = Admin::new(admin);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sluice_cluster::{DataPlaneOptions, Registry, TlsFiles};
+use sluice_metrics::Metrics;
 use sluice_model::Snapshot;
 use sluice_proxy::Live;
 use sluice_store::Store;
@@ -76,6 +77,8 @@ pub fn data_planes_fn(
 pub async fn run_data_plane(
     args: StartArgs,
     live: Live,
+    metrics: Arc<Metrics>,
+    node_id: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> anyhow::Result<()> {
@@ -85,19 +88,25 @@ pub async fn run_data_plane(
     let tls = tls_files(&args)?;
     std::fs::create_dir_all(&args.prefix)
         .with_context(|| format!("creating --prefix {}", args.prefix.display()))?;
+    let connected: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let options = DataPlaneOptions {
         control_plane,
         tls,
         cache_path: args.prefix.join("config.cache"),
-        node_id: uuid::Uuid::new_v4().to_string(),
+        node_id,
         ping_interval: Duration::from_secs(args.cluster_ping_interval.max(1)),
+        connected: connected.clone(),
     };
     let applier = live.clone();
+    let reload_metrics = metrics.clone();
     // The last config this node refused, and why, for its /status.
     let refused: Arc<std::sync::Mutex<Option<Value>>> = Arc::default();
     let refusals = refused.clone();
     let apply = move |snapshot: &Snapshot| -> Result<(), sluice_cluster::ApplyError> {
+        let started = std::time::Instant::now();
         let outcome = applier.apply(snapshot);
+        reload_metrics.observe_reload(started.elapsed());
+        reload_metrics.set_config_version(applier.version());
         let mut last_refused = refusals.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(faults) => {
@@ -144,6 +153,16 @@ pub async fn run_data_plane(
                     "refused_configuration": refused,
                 }))
             }
+        }),
+    );
+    let render = crate::start::metrics_fn(metrics.clone());
+    let status_app = status_app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            metrics
+                .set_control_plane_connected(connected.load(std::sync::atomic::Ordering::Relaxed));
+            let (content_type, body) = render(None);
+            std::future::ready(([(axum::http::header::CONTENT_TYPE, content_type)], body))
         }),
     );
     let status_server = axum::serve(status, status_app).with_graceful_shutdown(stopped());

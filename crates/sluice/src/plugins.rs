@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
+use sluice_metrics::Metrics;
 use sluice_model::{SchemaLoadError, Schemas};
 use sluice_plugin::Registry;
 use sluice_proxy::WriteCheck;
 
-/// Every plugin this build can run on its data plane.
-pub fn registry() -> Registry {
+/// Every plugin this build can run on its data plane; `prometheus` records into `metrics`.
+pub fn registry(metrics: Arc<Metrics>) -> Registry {
     let mut registry = Registry::default();
-    sluice_plugins::register_all(&mut registry);
+    sluice_plugins::register_all(&mut registry, metrics);
     sluice_ai::register(&mut registry);
     registry
 }
@@ -18,4 +19,9 @@ pub fn registry() -> Registry {
 /// path (Admin API, sync, DB-less, `sluice validate`) refuses what the proxy would not compile.
 pub fn schemas(registry: Arc<Registry>) -> Result<Schemas, SchemaLoadError> {
     Ok(Schemas::embedded()?.with_compile_check(Arc::new(WriteCheck::new(registry))))
+}
+
+/// A registry for checking files offline (`sluice validate`, `diff`): nothing records.
+pub fn offline_registry() -> Registry {
+    registry(Arc::new(Metrics::new("offline", env!("CARGO_PKG_VERSION"))))
 }

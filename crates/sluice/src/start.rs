@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use sluice_admin::{AdminGuard, AdminState, NodeInfo};
+use sluice_metrics::Metrics;
 use sluice_proxy::{AccessLog, AccessLogTarget, EntityFault, Live, ProxyConfig};
 use sluice_store::Store;
 use tokio::net::TcpListener;
@@ -110,11 +111,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let registry = Arc::new(crate::plugins::registry());
+    let node_id = uuid::Uuid::new_v4().to_string();
+    // Outside every config: a reload never resets a counter.
+    let metrics = Arc::new(Metrics::new(node_id.clone(), env!("CARGO_PKG_VERSION")));
+    let registry = Arc::new(crate::plugins::registry(metrics.clone()));
     let live = Live::new(registry.clone());
     if args.role == Role::DataPlane {
         let shutdown = stopped();
-        return crate::hybrid::run_data_plane(args, live, shutdown, stopped).await;
+        return crate::hybrid::run_data_plane(args, live, metrics, node_id, shutdown, stopped)
+            .await;
     }
     let schemas =
         Arc::new(crate::plugins::schemas(registry).context("loading the embedded schemas")?);
@@ -159,7 +164,11 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     }
     let control_plane = args.role == Role::ControlPlane;
     if !control_plane {
-        tokio::spawn(crate::dataplane::follow_store(store.clone(), live.clone()));
+        tokio::spawn(crate::dataplane::follow_store(
+            store.clone(),
+            live.clone(),
+            metrics.clone(),
+        ));
     }
 
     let admin = TcpListener::bind(args.admin_listen)
@@ -167,7 +176,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the Admin API on {}", args.admin_listen))?;
     let admin_addr = admin.local_addr()?;
     let node = NodeInfo {
-        node_id: uuid::Uuid::new_v4().to_string(),
+        node_id,
         hostname: hostname(),
         role: if control_plane {
             "control_plane"
@@ -185,6 +194,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             args.admin_allow_origin.clone(),
             args.admin_allow_host.clone(),
         ));
+    state = state.with_metrics(metrics_fn(metrics.clone()));
     if !control_plane {
         let live = live.clone();
         state = state.with_proxy_status(Arc::new(move || {
@@ -246,6 +256,11 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// `GET /metrics` for the Admin API and the status listener.
+pub fn metrics_fn(metrics: Arc<Metrics>) -> sluice_admin::MetricsFn {
+    Arc::new(move |reachable| (sluice_metrics::CONTENT_TYPE, metrics.render(reachable)))
 }
 
 /// The proxy listener's settings from the command line.

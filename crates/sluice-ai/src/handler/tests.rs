@@ -249,6 +249,7 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         request_id: "test".to_owned(),
         route_id: Uuid::nil(),
         service_id: None,
+        labels: Default::default(),
         consumer_id: None,
         consumer: None,
         identities: Default::default(),
@@ -262,7 +263,10 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         uri_captures: Vec::new(),
         status: 0,
         response_bytes: 0,
+        request_bytes: 0,
+        from_upstream: false,
         log: serde_json::Map::new(),
+        ai: None,
     }
 }
 

@@ -153,8 +153,8 @@ const ERRORS: &[(&[&str], &[&str])] = &[
         &["kong.yaml:3:3: routes[0]: must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"],
     ),
     (
-        &[V3, "plugins:", "- name: prometheus"],
-        &["kong.yaml:3:3: plugins[0].name: plugin 'prometheus' not enabled; Sluice has: acl, ai-proxy, basic-auth, cors, key-auth, rate-limiting, request-transformer"],
+        &[V3, "plugins:", "- name: bot-detection"],
+        &["kong.yaml:3:3: plugins[0].name: plugin 'bot-detection' not enabled; Sluice has: acl, ai-proxy, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer"],
     ),
     (
         &[V3, "plugins:", "- name: rate-limiting", "  config:", "    minute: 0"],

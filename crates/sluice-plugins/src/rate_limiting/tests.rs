@@ -35,6 +35,7 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         request_id: "test".to_owned(),
         route_id: Uuid::nil(),
         service_id: None,
+        labels: Default::default(),
         consumer_id: None,
         consumer: None,
         identities: Default::default(),
@@ -48,7 +49,10 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         uri_captures: Vec::new(),
         status: 0,
         response_bytes: 0,
+        request_bytes: 0,
+        from_upstream: false,
         log: serde_json::Map::new(),
+        ai: None,
     }
 }
 

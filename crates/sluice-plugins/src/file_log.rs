@@ -1,0 +1,219 @@
+//! `file-log` (Kong 3.10, priority 9): Kong's log record of each request, one JSON line,
+//! appended to `path`.
+//!
+//! Kong writes in the log phase on the worker. Here the worker only hands the line to one
+//! writer thread per file (shared by every instance with the same path and surviving
+//! reloads), so a slow disk never holds a proxy worker; when the writer is behind, lines are
+//! dropped and counted (`sluice_log_entries_dropped_total{plugin="file-log"}`). With
+//! `reopen: true` the file is opened again for every batch it writes (Kong: every line),
+//! which is what log rotation needs. A path whose directory does not exist is refused when
+//! the config is written (Kong only logs an error at request time).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sluice_metrics::Metrics;
+use sluice_plugin::{
+    erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
+    ProxyRequest, RequestCtx,
+};
+
+use crate::log_capture::{refuse_lua, Captured};
+
+const PRIORITY: i64 = 9;
+/// Lines waiting for a file's writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+struct Config {
+    path: String,
+    reopen: Option<bool>,
+    custom_fields_by_lua: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+pub struct Factory {
+    metrics: Arc<Metrics>,
+    writers: Mutex<HashMap<(PathBuf, bool), Arc<FileWriter>>>,
+}
+
+struct Handler {
+    writer: Arc<FileWriter>,
+    metrics: Arc<Metrics>,
+}
+
+/// The writer thread of one file.
+struct FileWriter {
+    lines: SyncSender<Vec<u8>>,
+}
+
+// === impl Factory ===
+
+impl Factory {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            writers: Mutex::default(),
+        }
+    }
+}
+
+impl PluginFactory for Factory {
+    fn name(&self) -> &'static str {
+        "file-log"
+    }
+
+    fn build(
+        &self,
+        plugin: &sluice_model::Plugin,
+    ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
+        let config: Config = typed_config(plugin)?;
+        refuse_lua(plugin, &config.custom_fields_by_lua)?;
+        let path = PathBuf::from(&config.path);
+        let directory = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !directory.is_dir() {
+            return Err(PluginBuildError::at(
+                plugin,
+                "path",
+                format!("directory '{}' does not exist", directory.display()),
+            ));
+        }
+        if path.is_dir() {
+            return Err(PluginBuildError::at(
+                plugin,
+                "path",
+                format!("'{}' is a directory", path.display()),
+            ));
+        }
+        let reopen = config.reopen.unwrap_or(false);
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = match writers.get(&(path.clone(), reopen)) {
+            Some(writer) => writer.clone(),
+            None => {
+                let writer = Arc::new(FileWriter::start(path.clone(), reopen).map_err(|e| {
+                    PluginBuildError::at(plugin, "path", format!("cannot start a writer: {e}"))
+                })?);
+                writers.insert((path, reopen), writer.clone());
+                writer
+            }
+        };
+        Ok(erase(Handler {
+            writer,
+            metrics: self.metrics.clone(),
+        }))
+    }
+}
+
+// === impl Handler ===
+
+#[async_trait]
+impl Plugin for Handler {
+    type State = Captured;
+
+    fn name(&self) -> &'static str {
+        "file-log"
+    }
+
+    fn priority(&self) -> i64 {
+        PRIORITY
+    }
+
+    async fn access(
+        &self,
+        request: &mut ProxyRequest,
+        _ctx: &mut RequestCtx,
+        state: &mut Captured,
+    ) -> Flow {
+        state.request(&request.parts.headers);
+        Flow::Continue
+    }
+
+    fn header_filter(
+        &self,
+        response: &mut http::response::Parts,
+        _ctx: &mut RequestCtx,
+        state: &mut Captured,
+    ) {
+        state.response(&response.headers);
+    }
+
+    fn log(&self, ctx: &mut RequestCtx, state: &mut Captured) {
+        let mut line = state.record(ctx);
+        line.push(b'\n');
+        match self.writer.lines.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.metrics.count_dropped_logs("file-log", 1),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+// === impl FileWriter ===
+
+impl FileWriter {
+    fn start(path: PathBuf, reopen: bool) -> std::io::Result<Self> {
+        let (lines, receiver) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("sluice-file-log".to_owned())
+            .spawn(move || write_lines(&path, reopen, receiver))?;
+        Ok(Self { lines })
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // 0600 where Kong uses 0644: a record has the request's headers, which can carry
+    // credentials. A file created beforehand keeps its own mode.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn write_lines(path: &Path, reopen: bool, receiver: Receiver<Vec<u8>>) {
+    let mut file: Option<std::fs::File> = None;
+    let mut failing = false;
+    while let Ok(first) = receiver.recv() {
+        let mut batch = first;
+        while let Ok(line) = receiver.try_recv() {
+            batch.extend_from_slice(&line);
+        }
+        if reopen || file.is_none() {
+            file = match open(path) {
+                Ok(opened) => Some(opened),
+                Err(error) => {
+                    if !failing {
+                        tracing_error(path, &error);
+                    }
+                    failing = true;
+                    None
+                }
+            };
+        }
+        if let Some(out) = file.as_mut() {
+            match out.write_all(&batch) {
+                Ok(()) => failing = false,
+                Err(error) => {
+                    if !failing {
+                        tracing_error(path, &error);
+                    }
+                    failing = true;
+                    file = None;
+                }
+            }
+        }
+    }
+}
+
+/// Kong's message, once when writing starts failing (not once per line).
+fn tracing_error(path: &Path, error: &std::io::Error) {
+    tracing::error!(path = %path.display(), "[file-log] failed to open the file: {error}");
+}

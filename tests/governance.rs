@@ -1,0 +1,553 @@
+//! Governing and observing AI traffic (the governance issue): metrics in Kong's names read
+//! with a real OpenMetrics parser, log shipping, token budgets, and limits shared through
+//! Redis, through the real binary and the mock provider. Kong 3.10 is the reference.
+
+mod common;
+
+use common::{send, Sluice};
+use openmetrics_parser::openmetrics::parse_openmetrics;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The sum of the samples named `sample` (as exposed: `kong_http_requests_total`,
+/// `..._count`) whose labels include all of `labels`; `None` when there is no such sample.
+fn metric(text: &str, sample: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use openmetrics_parser::OpenMetricsValue as V;
+    let exposition = parse_openmetrics(text).expect("GET /metrics parses as OpenMetrics");
+    let (family, suffix) = ["_total", "_count", "_sum", ""].iter().find_map(|suffix| {
+        let name = sample.strip_suffix(suffix)?;
+        exposition.families.get(name).map(|f| (f, *suffix))
+    })?;
+    let mut found = None;
+    for s in family.iter_samples() {
+        let set = s.get_labelset().expect("labels");
+        if !labels
+            .iter()
+            .all(|(k, v)| set.get_label_value(k) == Some(*v))
+        {
+            continue;
+        }
+        let value = match (&s.value, suffix) {
+            (V::Counter(c), _) => c.value.as_f64(),
+            (V::Gauge(g), _) => g.as_f64(),
+            (V::Histogram(h), "_count") => h.count.unwrap_or(0) as f64,
+            (V::Histogram(h), "_sum") => h.sum.as_ref().map_or(0.0, |s| s.as_f64()),
+            _ => continue,
+        };
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
+/// `GET /metrics` of the Admin API, polled until `ready` holds (the log phase runs just
+/// after the last byte reaches the client) or 5 s pass.
+async fn scrape(node: &Sluice, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let response = node.client.get(node.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let text = response.text().await.unwrap();
+        if ready(&text) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn consumer_with_key(node: &Sluice, username: &str) {
+    let (status, body) = node.post("/consumers", json!({"username": username})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node
+        .post(
+            &format!("/consumers/{username}/key-auth"),
+            json!({"key": format!("{username}-key")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// A route `/chat` with key-auth and ai-proxy (statistics logged) to the mock.
+async fn ai_route(node: &Sluice, mock: &sluice_mock_llm::MockHandle, extra: &[Value]) {
+    let (status, _) = node
+        .post("/routes", json!({"name": "chat", "paths": ["/chat"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut plugins = vec![
+        json!({"name": "key-auth"}),
+        json!({"name": "ai-proxy", "config": {
+            "route_type": "llm/v1/chat",
+            "auth": {"header_name": "Authorization", "header_value": "Bearer sk-provider"},
+            "model": {"provider": "openai", "name": "gpt-4o", "options": {
+                "upstream_url": mock.url(), "input_cost": 2.0, "output_cost": 8.0}},
+            "logging": {"log_statistics": true},
+        }}),
+    ];
+    plugins.extend_from_slice(extra);
+    for plugin in plugins {
+        let (status, body) = node.post("/routes/chat/plugins", plugin).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    node.wait_for_served(node.config_version().await).await;
+}
+
+/// A chat as `who`; returns the status and the usage the provider reported to the client.
+async fn chat(node: &Sluice, who: &str, stream: bool) -> (StatusCode, Value) {
+    let mut body = json!({"messages": [{"role": "user", "content": format!("hello from {who}")}]});
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let response = node
+        .through("POST", "/chat")
+        .header("apikey", format!("{who}-key"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    if !stream {
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        return (status, body["usage"].clone());
+    }
+    // The usage chunk is the last `data:` before `[DONE]`.
+    let usage = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .rfind(|event| event["usage"].is_object())
+        .map(|event| event["usage"].clone())
+        .unwrap_or(Value::Null);
+    (status, usage)
+}
+
+const ALL_METRICS: &str = r#"{"name": "prometheus", "config": {"per_consumer": true,
+    "status_code_metrics": true, "latency_metrics": true, "bandwidth_metrics": true,
+    "ai_metrics": true}}"#;
+
+#[tokio::test]
+async fn metrics_count_what_the_provider_reported_and_survive_a_reload() {
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    consumer_with_key(&node, "alice").await;
+    consumer_with_key(&node, "bob").await;
+    let (status, body) = node
+        .post("/plugins", serde_json::from_str(ALL_METRICS).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    ai_route(&node, &mock, &[]).await;
+
+    let mut reported = [0u64; 3]; // prompt, completion, total, as the provider said
+    for (who, stream) in [("alice", false), ("alice", true), ("bob", false)] {
+        let (status, usage) = chat(&node, who, stream).await;
+        assert_eq!(status, StatusCode::OK);
+        for (slot, key) in ["prompt_tokens", "completion_tokens", "total_tokens"]
+            .iter()
+            .enumerate()
+        {
+            let tokens = usage[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{key} in {usage}"));
+            assert!(tokens > 0);
+            reported[slot] += tokens;
+        }
+    }
+    let (status, _) = send(node.through("POST", "/chat")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let ai = [("ai_provider", "openai"), ("ai_model", "gpt-4o")];
+    let text = scrape(&node, |t| {
+        metric(t, "kong_ai_llm_requests_total", &ai) == Some(3.0)
+            && metric(t, "kong_http_requests_total", &[("code", "401")]) == Some(1.0)
+    })
+    .await;
+    for (slot, token_type) in ["prompt_tokens", "completion_tokens", "total_tokens"]
+        .iter()
+        .enumerate()
+    {
+        let labels = [("ai_model", "gpt-4o"), ("token_type", *token_type)];
+        assert_eq!(
+            metric(&text, "kong_ai_llm_tokens_total", &labels),
+            Some(reported[slot] as f64),
+            "{token_type} equals what the provider reported\n{text}"
+        );
+    }
+    // cost = (prompt * 2 + completion * 8) / 1e6
+    let cost = metric(&text, "kong_ai_llm_cost_total", &ai).unwrap();
+    let expected = (reported[0] as f64 * 2.0 + reported[1] as f64 * 8.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+    assert_eq!(
+        metric(&text, "kong_ai_llm_provider_latency_ms_count", &ai),
+        Some(3.0)
+    );
+
+    let by = |consumer: &'static str, code: &'static str, source: &'static str| {
+        metric(
+            &text,
+            "kong_http_requests_total",
+            &[
+                ("route", "chat"),
+                ("service", ""),
+                ("code", code),
+                ("source", source),
+                ("consumer", consumer),
+            ],
+        )
+    };
+    assert_eq!(by("alice", "200", "service"), Some(2.0), "{text}");
+    assert_eq!(by("bob", "200", "service"), Some(1.0));
+    assert_eq!(
+        by("", "401", "kong"),
+        Some(1.0),
+        "key-auth's answer is Kong's own"
+    );
+    assert_eq!(
+        metric(&text, "kong_request_latency_ms_count", &[("route", "chat")]),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "kong_upstream_latency_ms_count",
+            &[("route", "chat")]
+        ),
+        Some(3.0),
+        "the 401 never went upstream"
+    );
+    let egress = metric(
+        &text,
+        "kong_bandwidth_bytes_total",
+        &[("direction", "egress"), ("consumer", "alice")],
+    );
+    assert!(egress > Some(0.0), "{text}");
+    assert_eq!(metric(&text, "kong_datastore_reachable", &[]), Some(1.0));
+    assert!(text.contains("kong_node_info{node_id="), "{text}");
+    assert!(!text.contains("sk-provider") && !text.contains("alice-key"));
+
+    // A reload (any config change) recompiles every plugin; the counters go on.
+    let (status, _) = node
+        .post(
+            "/services",
+            json!({"name": "other", "url": "http://127.0.0.1:9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let version = node.config_version().await;
+    node.wait_for_served(version).await;
+    assert_eq!(chat(&node, "bob", false).await.0, StatusCode::OK);
+    let text = scrape(&node, |t| {
+        metric(t, "kong_ai_llm_requests_total", &ai) == Some(4.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "kong_ai_llm_requests_total", &ai),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "kong_http_requests_total",
+            &[("consumer", "bob"), ("code", "200")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&text, "sluice_config_version", &[]),
+        Some(version as f64)
+    );
+    assert!(metric(&text, "sluice_config_reload_duration_ms_count", &[]) >= Some(2.0));
+}
+
+#[tokio::test]
+async fn metrics_flags_decide_what_is_recorded() {
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    consumer_with_key(&node, "alice").await;
+    // Only status codes, not per consumer, no AI metrics: Kong's defaults are all off.
+    ai_route(
+        &node,
+        &mock,
+        &[json!({"name": "prometheus", "config": {"status_code_metrics": true}})],
+    )
+    .await;
+    assert_eq!(chat(&node, "alice", false).await.0, StatusCode::OK);
+    let text = scrape(&node, |t| {
+        metric(t, "kong_http_requests_total", &[]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &text,
+            "kong_http_requests_total",
+            &[("consumer", ""), ("code", "200")]
+        ),
+        Some(1.0),
+        "per_consumer off: the consumer label is empty\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "kong_ai_llm_requests_total", &[]),
+        None,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "kong_request_latency_ms_count", &[]), None);
+    assert_eq!(metric(&text, "kong_bandwidth_bytes_total", &[]), None);
+
+    // A flag that is not a boolean is refused, naming the field; nothing is written.
+    let before = node.count("plugins").await;
+    let (status, body) = node
+        .post(
+            "/plugins",
+            json!({"name": "prometheus", "config": {"ai_metrics": "yes"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["fields"]["config"]["ai_metrics"].is_string(), "{body}");
+    assert_eq!(node.count("plugins").await, before);
+}
+
+/// The lines of a JSON-lines file, polled until there are `count` or 5 s passed.
+async fn json_lines(file: &std::path::Path, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
+            .collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn file_log_and_http_log_records_carry_the_usage() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    consumer_with_key(&node, "alice").await;
+    let file = node.dir.join("ai.log");
+    // The collector fails its first two sends: the queue retries them.
+    let collector = common::collector::Collector::start(2).await;
+    ai_route(
+        &node,
+        &mock,
+        &[
+            json!({"name": "file-log", "config": {"path": file.to_str().unwrap()}}),
+            json!({"name": "http-log", "config": {
+                "http_endpoint": collector.url("/logs"),
+                "headers": {"X-Log-Token": "t0k"},
+                "queue": {"max_batch_size": 2, "max_coalescing_delay": 0.5, "initial_retry_delay": 0.01},
+            }}),
+        ],
+    )
+    .await;
+
+    let mut usages = Vec::new();
+    for stream in [false, true] {
+        let response = node
+            .through("POST", "/chat")
+            .header("apikey", "alice-key")
+            .header("authorization", "Bearer client-secret")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}], "stream": stream,
+                "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null }}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        let usage = if stream {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .rfind(|e| e["usage"].is_object())
+                .unwrap()["usage"]
+                .clone()
+        } else {
+            serde_json::from_str::<Value>(&text).unwrap()["usage"].clone()
+        };
+        usages.push(usage);
+    }
+
+    let lines = json_lines(&file, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, usage) in lines.iter().zip(&usages) {
+        let logged = &line["ai"]["proxy"]["usage"];
+        for key in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+            assert_eq!(logged[key], usage[key], "{key}: {line}");
+        }
+        assert_eq!(line["ai"]["proxy"]["meta"]["provider_name"], "openai");
+        assert_eq!(line["ai"]["proxy"]["meta"]["request_model"], "gpt-4o");
+        assert_eq!(line["consumer"]["username"], "alice");
+        assert_eq!(line["response"]["status"], 200);
+        assert_eq!(line["source"], "upstream");
+        assert_eq!(
+            line["request"]["headers"]["authorization"], "REDACTED",
+            "{line}"
+        );
+        assert!(
+            line["response"]["headers"]["content-type"].is_string(),
+            "{line}"
+        );
+        assert!(!line.to_string().contains("client-secret"));
+        assert!(!line.to_string().contains("sk-provider"));
+    }
+    assert_eq!(lines[1]["ai"]["proxy"]["meta"]["stream"], true);
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // http-log: the same records, in batches (max_batch_size 2: always a JSON array), after
+    // the two failed sends were retried.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shipped: Vec<Value> = loop {
+        let received = collector.wait_for(1).await;
+        let records: Vec<Value> = received
+            .iter()
+            .flat_map(|(headers, body)| {
+                assert_eq!(headers["x-log-token"], "t0k");
+                assert_eq!(headers["content-type"], "application/json");
+                let batch: Value = serde_json::from_slice(body).expect("JSON body");
+                batch.as_array().expect("a batch is a JSON array").clone()
+            })
+            .collect();
+        if records.len() >= 2 || std::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(shipped.len(), 2, "{shipped:?}");
+    assert_eq!(
+        collector.failed.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    let shipped_total: u64 = shipped
+        .iter()
+        .map(|r| r["ai"]["proxy"]["usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    let reported_total: u64 = usages
+        .iter()
+        .map(|u| u["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(shipped_total, reported_total);
+}
+
+#[tokio::test]
+async fn a_hanging_collector_never_holds_a_response_and_drops_are_counted() {
+    let node = Sluice::start().await;
+    let collector = common::collector::Collector::start(0).await;
+    collector
+        .hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    node.echo_route(
+        "shipped",
+        json!(["/shipped"]),
+        &[json!({"name": "http-log", "config": {
+            "http_endpoint": collector.url("/logs"),
+            "timeout": 200,
+            "queue": {"max_entries": 2, "max_coalescing_delay": 0, "max_retry_time": 0},
+        }})],
+    )
+    .await;
+    // Every request is answered while the collector holds every send.
+    for _ in 0..5 {
+        let (status, _) = send(node.through("GET", "/shipped")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Each record is lost in the end: pushed out of the full queue, or given up on after its
+    // send timed out (max_retry_time 0).
+    let dropped = [("plugin", "http-log")];
+    let text = scrape(&node, |t| {
+        metric(t, "sluice_log_entries_dropped_total", &dropped) == Some(5.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "sluice_log_entries_dropped_total", &dropped),
+        Some(5.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_log_plugin_configs_are_refused_and_nothing_is_written() {
+    let node = Sluice::start().await;
+    let missing_dir = node.dir.join("no-such-dir").join("x.log");
+    let cases = [
+        (
+            json!({"name": "file-log", "config": {"path": missing_dir.to_str().unwrap()}}),
+            "config.path",
+            "does not exist",
+        ),
+        (
+            json!({"name": "file-log", "config": {"path": "/tmp/ovo*"}}),
+            "config.path",
+            "not a valid filename",
+        ),
+        (
+            json!({"name": "file-log", "config": {}}),
+            "config.path",
+            "required field missing",
+        ),
+        (
+            json!({"name": "file-log", "config": {"path": "/tmp/x.log", "custom_fields_by_lua": {"a": "return 1"}}}),
+            "config.custom_fields_by_lua",
+            "does not run Lua",
+        ),
+        (
+            json!({"name": "http-log", "config": {"http_endpoint": "not a url"}}),
+            "config.http_endpoint",
+            "invalid url",
+        ),
+        (
+            json!({"name": "http-log", "config": {"http_endpoint": "ftp://logs.example/x"}}),
+            "config.http_endpoint",
+            "unsupported scheme",
+        ),
+        (
+            json!({"name": "http-log", "config": {"http_endpoint": "http://c.example", "headers": {"Host": "x"}}}),
+            "config.headers",
+            "cannot contain 'Host' header",
+        ),
+        (
+            json!({"name": "http-log", "config": {"http_endpoint": "http://c.example", "method": "GET"}}),
+            "config.method",
+            "expected one of: POST, PUT, PATCH",
+        ),
+        (
+            json!({"name": "http-log", "config": {"http_endpoint": "http://c.example", "queue": {"max_batch_size": 0}}}),
+            "config.queue",
+            "value should be between 1 and 1000000",
+        ),
+    ];
+    node.assert_plugins_refused(&cases).await;
+    assert_eq!(node.count("plugins").await, 0, "nothing was written");
+    let (status, body) = node
+        .post(
+            "/plugins",
+            json!({"name": "http-log", "config": {"http_endpoint": "http://u:p@c.example",
+                "headers": {"Authorization": "Bearer x"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.to_string().contains(
+            "specifying both an 'Authorization' header and user info in 'http_endpoint' is not allowed"
+        ),
+        "{body}"
+    );
+}
