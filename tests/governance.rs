@@ -551,3 +551,196 @@ async fn bad_log_plugin_configs_are_refused_and_nothing_is_written() {
         "{body}"
     );
 }
+
+/// The machine's Redis (`SLUICE_TEST_REDIS_URL`, set by `.ci/run`), as host and port.
+fn redis() -> Option<(String, u16)> {
+    let Ok(url) = std::env::var("SLUICE_TEST_REDIS_URL") else {
+        eprintln!("skipped: SLUICE_TEST_REDIS_URL is not set (export redis://127.0.0.1:6379)");
+        return None;
+    };
+    let rest = url.strip_prefix("redis://").unwrap_or(&url);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "6379"));
+    Some((host.to_owned(), port.parse().expect("redis port")))
+}
+
+/// A service and route with these ids on `node`, to a fresh echo upstream, with `plugin`.
+async fn limited_route(node: &Sluice, ids: (uuid::Uuid, uuid::Uuid), plugin: Value) {
+    let upstream = common::upstream::start().await;
+    let (status, body) = node
+        .post(
+            "/services",
+            json!({"id": ids.0, "name": "limited", "url": format!("http://{upstream}")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node
+        .post(
+            "/services/limited/routes",
+            json!({"id": ids.1, "name": "limited", "paths": ["/limited"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = node.post("/routes/limited/plugins", plugin).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    node.wait_for_served(node.config_version().await).await;
+}
+
+/// A request through `node`'s `/limited`: status and `X-RateLimit-Remaining-Hour`.
+async fn limited(node: &Sluice) -> (StatusCode, Option<String>, Value) {
+    let response = node.through("GET", "/limited").send().await.unwrap();
+    let status = response.status();
+    let remaining = response
+        .headers()
+        .get("x-ratelimit-remaining-hour")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, remaining, body)
+}
+
+#[tokio::test]
+async fn rate_limiting_through_redis_is_shared_by_two_nodes() {
+    let Some((host, port)) = redis() else {
+        return;
+    };
+    // Fresh ids: Kong's keys name the route and service, so this run counts on its own.
+    let ids = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let plugin = json!({"name": "rate-limiting", "config": {
+        "hour": 3, "policy": "redis", "redis": {"host": host, "port": port}}});
+    let (a, b) = (Sluice::start().await, Sluice::start().await);
+    limited_route(&a, ids, plugin.clone()).await;
+    limited_route(&b, ids, plugin).await;
+
+    let mut seen = Vec::new();
+    for node in [&a, &b, &a] {
+        let (status, remaining, _) = limited(node).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.push(remaining.expect("the window's headers"));
+    }
+    assert_eq!(seen, ["2", "1", "0"], "one count across both nodes");
+    let response = b.through("GET", "/limited").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"], "API rate limit exceeded");
+}
+
+#[tokio::test]
+async fn a_redis_that_goes_away_is_survived_counting_locally() {
+    let Some((host, port)) = redis() else {
+        return;
+    };
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let relay = common::relay::Relay::start(target).await;
+    let node = Sluice::start().await;
+    let ids = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    limited_route(
+        &node,
+        ids,
+        json!({"name": "rate-limiting", "config": {"hour": 2, "policy": "redis",
+            "redis": {"host": "127.0.0.1", "port": relay.port, "timeout": 300}}}),
+    )
+    .await;
+    let (status, remaining, _) = limited(&node).await;
+    assert_eq!((status, remaining.as_deref()), (StatusCode::OK, Some("1")));
+
+    relay.stop();
+    // Served, never a 500, and still limited: by this node's own count (limit 2).
+    assert_eq!(limited(&node).await.0, StatusCode::OK);
+    assert_eq!(limited(&node).await.0, StatusCode::OK);
+    assert_eq!(limited(&node).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        node.logs().contains("failed to get usage"),
+        "{}",
+        node.logs()
+    );
+
+    // Redis comes back: requests are counted there again (read straight from Redis).
+    relay.resume().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = format!(
+        "ratelimit:{}:{}:127.0.0.1:{}:hour",
+        ids.1,
+        ids.0,
+        (now - now % 3600) * 1000
+    );
+    let before = redis_get(target, &key).await;
+    assert!(
+        before >= 1.0,
+        "the first request was counted in redis: {before}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _, body) = limited(&node).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        if redis_get(target, &key).await > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never counted again: {}",
+            node.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(node.logs().contains("redis answers again"));
+}
+
+/// `GET key` on the Redis at `addr`, as a number (0 when absent), over RESP by hand: the
+/// test reads the shared store without going through Sluice.
+async fn redis_get(addr: std::net::SocketAddr, key: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+    stream.write_all(command.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 256];
+    loop {
+        let n = stream.read(&mut buffer).await.unwrap();
+        reply.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if text.starts_with("$-1\r\n") {
+            return 0.0;
+        }
+        // `$<len>\r\n<value>\r\n`
+        let mut lines = text.split("\r\n");
+        if let (Some(_), Some(value), Some(_)) = (lines.next(), lines.next(), lines.next()) {
+            return value.parse().unwrap_or(0.0);
+        }
+        assert!(n > 0, "redis closed the connection: {text}");
+    }
+}
+
+#[tokio::test]
+async fn bad_rate_limiting_redis_configs_are_refused() {
+    let node = Sluice::start().await;
+    let cases = [
+        (
+            json!({"name": "rate-limiting", "config": {"minute": 1, "policy": "redis"}}),
+            "config.redis.host",
+            "required field missing",
+        ),
+        (
+            json!({"name": "rate-limiting", "config": {"minute": 1, "sync_rate": 1}}),
+            "config.sync_rate",
+            "sync_rate can only be used with the redis policy",
+        ),
+        (
+            json!({"name": "rate-limiting", "config": {"minute": 1, "policy": "redis",
+                "sync_rate": 0.01, "redis": {"host": "127.0.0.1"}}}),
+            "config.sync_rate",
+            "sync_rate must be greater than 0.02, or -1 to disable",
+        ),
+    ];
+    node.assert_plugins_refused(&cases).await;
+    assert_eq!(node.count("plugins").await, 0);
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod collector;
+pub mod relay;
 pub mod upstream;
 
 use std::net::TcpListener;

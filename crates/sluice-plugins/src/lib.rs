@@ -11,6 +11,7 @@ pub mod key_auth;
 mod log_capture;
 pub mod prometheus;
 pub mod rate_limiting;
+pub mod redis_counters;
 pub mod request_transformer;
 
 use std::sync::Arc;

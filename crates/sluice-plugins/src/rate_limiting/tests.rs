@@ -168,7 +168,19 @@ fn configs_it_cannot_run_are_refused_naming_the_field() {
     let factory = Factory::default();
     let cases = [
         (json!({}), None),
-        (json!({"hour": 1, "policy": "redis"}), Some("config.policy")),
+        (
+            json!({"hour": 1, "policy": "redis"}),
+            Some("config.redis.host"),
+        ),
+        (
+            json!({"hour": 1, "policy": "cluster"}),
+            Some("config.policy"),
+        ),
+        (json!({"hour": 1, "sync_rate": 5}), Some("config.sync_rate")),
+        (
+            json!({"hour": 1, "policy": "redis", "sync_rate": 0.01, "redis": {"host": "127.0.0.1"}}),
+            Some("config.sync_rate"),
+        ),
         (
             json!({"hour": 1, "limit_by": "header"}),
             Some("config.header_name"),
