@@ -744,3 +744,224 @@ async fn bad_rate_limiting_redis_configs_are_refused() {
     node.assert_plugins_refused(&cases).await;
     assert_eq!(node.count("plugins").await, 0);
 }
+
+/// A chat as `who` on `node`, returning the status, the headers and the body text.
+async fn chat_raw(
+    node: &Sluice,
+    who: &str,
+    stream: bool,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut body = json!({"messages": [{"role": "user", "content": format!("hello from {who}")}]});
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let response = node
+        .through("POST", "/chat")
+        .header("apikey", format!("{who}-key"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn token_budgets_per_consumer_refuse_at_the_right_request_streaming_included() {
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    for who in ["probe", "alice", "bob"] {
+        consumer_with_key(&node, who).await;
+    }
+    ai_route(&node, &mock, &[]).await;
+    // What one chat costs (the mock counts words: the same for every caller here).
+    let (_, usage) = chat(&node, "probe", false).await;
+    let tokens = usage["total_tokens"].as_u64().unwrap();
+    assert!(tokens > 1);
+
+    // A budget of two chats less one token: the second chat crosses it and completes; the
+    // third is refused before it reaches the provider.
+    let limit = 2 * tokens - 1;
+    let (status, body) = node
+        .post(
+            "/routes/chat/plugins",
+            json!({"name": "ai-rate-limiting-advanced", "config": {
+                "llm_providers": [{"name": "openai", "limit": [limit], "window_size": [3600]}],
+                "window_type": "fixed"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    node.wait_for_served(node.config_version().await).await;
+
+    let remaining = |headers: &reqwest::header::HeaderMap| {
+        headers["x-ai-ratelimit-remaining-hour-openai"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The first is streamed: its usage is counted from the stream's usage chunk.
+    let (status, headers, _) = chat_raw(&node, "alice", true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["x-ai-ratelimit-limit-hour-openai"],
+        limit.to_string().as_str()
+    );
+    assert_eq!(remaining(&headers), limit.to_string());
+    let (status, headers, _) = chat_raw(&node, "alice", false).await;
+    assert_eq!(status, StatusCode::OK, "the crossing request completes");
+    assert_eq!(remaining(&headers), (limit - tokens).to_string());
+    let calls = mock.requests().len();
+
+    let (status, headers, text) = chat_raw(&node, "alice", false).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(
+        mock.requests().len(),
+        calls,
+        "refused before any upstream call"
+    );
+    assert_eq!(remaining(&headers), "0");
+    for name in [
+        "x-ai-ratelimit-reset-hour-openai",
+        "x-ai-ratelimit-retry-after-hour-openai",
+        "x-ai-ratelimit-reset",
+        "x-ai-ratelimit-retry-after",
+        "retry-after",
+    ] {
+        let seconds: u64 = headers[name].to_str().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&seconds), "{name}: {seconds}");
+    }
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["message"],
+        "AI token rate limit exceeded for provider(s): openai"
+    );
+    assert_eq!(
+        body["error"]["code"], "rate_limit_exceeded",
+        "OpenAI's shape too"
+    );
+
+    // Bob's budget is his own.
+    let (status, headers, _) = chat_raw(&node, "bob", false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(remaining(&headers), limit.to_string());
+}
+
+#[tokio::test]
+async fn two_nodes_share_one_token_budget_through_redis() {
+    let Some((host, port)) = redis() else {
+        return;
+    };
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let namespace = format!("budget-{}", uuid::Uuid::new_v4());
+    let budget = json!({"name": "ai-rate-limiting-advanced", "config": {
+        "llm_providers": [{"name": "openai", "limit": [1], "window_size": [3600]}],
+        "window_type": "fixed", "identifier": "ip", "namespace": namespace,
+        "strategy": "redis", "sync_rate": 0, "redis": {"host": host, "port": port}}});
+    let (a, b) = (Sluice::start().await, Sluice::start().await);
+    for node in [&a, &b] {
+        consumer_with_key(node, "alice").await;
+        ai_route(node, &mock, std::slice::from_ref(&budget)).await;
+    }
+    let (status, headers, _) = chat_raw(&a, "alice", false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-ai-ratelimit-remaining-hour-openai"], "1");
+
+    // Node A adds the answer's tokens to Redis after the answer; wait until they are there.
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = format!(
+        "ai-ratelimit:{namespace}:openai:127.0.0.1:{}:3600",
+        now - now % 3600
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while redis_get(target, &key).await == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node A never counted in redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _, text) = chat_raw(&b, "alice", false).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "node B sees A's spend: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_token_budget_configs_are_refused() {
+    let node = Sluice::start().await;
+    let with = |providers: Value, extra: Value| {
+        let mut config = json!({"llm_providers": providers});
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        json!({"name": "ai-rate-limiting-advanced", "config": config})
+    };
+    let openai = json!([{"name": "openai", "limit": [100], "window_size": [60]}]);
+    let cases = [
+        (
+            with(
+                json!([{"name": "openai", "limit": [100, 1000], "window_size": [60]}]),
+                json!({}),
+            ),
+            "config.llm_providers",
+            "You must provide the same number of windows and limits",
+        ),
+        (
+            with(
+                json!([{"name": "openai", "limit": [100], "window_size": [0]}]),
+                json!({}),
+            ),
+            "config.llm_providers",
+            "value must be greater than 0",
+        ),
+        (
+            with(
+                json!([{"name": "openia", "limit": [100], "window_size": [60]}]),
+                json!({}),
+            ),
+            "config.llm_providers",
+            "expected one of",
+        ),
+        (
+            with(openai.clone(), json!({"strategy": "redis", "sync_rate": 0})),
+            "config.redis.host",
+            "required field missing",
+        ),
+        (
+            with(openai.clone(), json!({"sync_rate": 1})),
+            "config.sync_rate",
+            "sync_rate cannot be configured when using a local strategy",
+        ),
+        (
+            with(openai.clone(), json!({"identifier": "header"})),
+            "config.header_name",
+            "No header name provided",
+        ),
+        (
+            with(
+                json!([{"name": "openai", "limit": [1], "window_size": [60]},
+                       {"name": "openai", "limit": [2], "window_size": [60]}]),
+                json!({}),
+            ),
+            "config.llm_providers",
+            "Provider 'openai' is not unique",
+        ),
+    ];
+    node.assert_plugins_refused(&cases).await;
+    assert_eq!(node.count("plugins").await, 0);
+}

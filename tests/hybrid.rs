@@ -290,7 +290,7 @@ async fn a_data_plane_reports_what_it_cannot_serve_and_serves_the_rest() {
     let edited = Command::new("sqlite3")
         .arg(cp_dir.join("cp.db"))
         .arg(
-            "UPDATE plugins SET body = json_set(body, '$.config.policy', 'redis');
+            "UPDATE plugins SET body = json_set(body, '$.config.policy', 'cluster');
              UPDATE config_version SET version = version + 1;",
         )
         .output();

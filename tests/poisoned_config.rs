@@ -51,8 +51,14 @@ fn poisons() -> Vec<Poison> {
         Poison {
             what: "rate-limiting with a policy this data plane lacks",
             collection: "/plugins",
-            body: json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "redis"}}),
+            body: json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "cluster"}}),
             field: "config.policy",
+        },
+        Poison {
+            what: "rate-limiting with the redis policy and no redis host",
+            collection: "/plugins",
+            body: json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "redis"}}),
+            field: "config.redis.host",
         },
         Poison {
             what: "rate-limiting by header without the header's name",
@@ -225,11 +231,11 @@ async fn admin_api_refuses_what_the_proxy_cannot_compile_and_later_changes_still
     let (status, body) = kong
         .patch(
             &format!("/plugins/{id}"),
-            json!({"config": {"policy": "redis"}}),
+            json!({"config": {"policy": "cluster"}}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    names_field("PATCH policy redis", &body, "config.policy");
+    names_field("PATCH policy cluster", &body, "config.policy");
     let (status, body) = kong
         .put(
             "/routes/ok-put",
@@ -434,7 +440,7 @@ async fn an_entity_that_does_not_compile_is_contained_to_itself() {
     let output = Command::new("sqlite3")
         .arg(&db)
         .arg(format!(
-            "UPDATE plugins SET body = json_set(body, '$.config.policy', 'redis') WHERE id = '{plugin_id}';
+            "UPDATE plugins SET body = json_set(body, '$.config.policy', 'cluster') WHERE id = '{plugin_id}';
              UPDATE routes SET body = json_set(body, '$.headers', json('{{\"x y\": [\"1\"]}}')) WHERE id = '{route_id}';
              UPDATE config_version SET version = version + 1;"
         ))

@@ -2,6 +2,7 @@
 //! snapshot compiles), a factory, and a handler implementing the phases it needs.
 
 pub mod acl;
+pub mod ai_rate_limiting;
 mod auth;
 pub mod basic_auth;
 pub mod cors;
@@ -25,6 +26,7 @@ pub fn register_all(registry: &mut Registry, metrics: Arc<sluice_metrics::Metric
     registry.register(Arc::new(file_log::Factory::new(metrics.clone())));
     registry.register(Arc::new(http_log::Factory::new(metrics)));
     registry.register(Arc::new(rate_limiting::Factory::default()));
+    registry.register(Arc::new(ai_rate_limiting::Factory::default()));
     registry.register(Arc::new(key_auth::Factory));
     registry.register(Arc::new(basic_auth::Factory));
     registry.register(Arc::new(acl::Factory));

@@ -205,6 +205,11 @@ impl RedisTarget {
     }
 }
 
+/// Runs `task` on the Redis thread without waiting for it (writes after the answer).
+pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    runtime().spawn(task);
+}
+
 /// The runtime of the Redis thread, started on first use.
 fn runtime() -> &'static tokio::runtime::Handle {
     static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
