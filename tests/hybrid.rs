@@ -117,6 +117,13 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A data plane's `GET /metrics` (its status listener).
+async fn dp_metrics(dp: &Sluice) -> String {
+    let response = dp.client.get(dp.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 async fn status(node: &Sluice, path: &str) -> u16 {
     match node.through("GET", path).send().await {
         Ok(r) => r.status().as_u16(),
@@ -153,6 +160,15 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
     })
     .await;
 
+    // The status listener's /metrics: connected, serving the synced version.
+    let metrics = dp_metrics(&dp1).await;
+    assert!(metrics.contains("kong_control_plane_connected 1"), "{metrics}");
+    let version = cp.config_version().await;
+    assert!(
+        metrics.contains(&format!("sluice_config_version {version}")),
+        "{metrics}"
+    );
+
     // Kill the control plane: both keep serving.
     let mut cp = cp;
     assert!(cp.stop());
@@ -166,6 +182,8 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
     }
     assert_eq!(status(&dp1, "/one").await, 200);
     assert_eq!(status(&dp2, "/one").await, 200);
+    let metrics = dp_metrics(&dp1).await;
+    assert!(metrics.contains("kong_control_plane_connected 0"), "{metrics}");
 
     // Restart a data plane while the control plane is down: it serves from its cache.
     let dp2_dir = dp2.stop_keep(); // keeps its prefix, where the cache lives

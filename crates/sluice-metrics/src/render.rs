@@ -261,6 +261,10 @@ impl Collector for Scrape {
                     for (labels, value) in samples {
                         let counter =
                             prometheus_client::metrics::counter::ConstCounter::new(*value);
+                        if labels.is_empty() {
+                            counter.encode(metric)?;
+                            break; // an unlabelled family has one sample
+                        }
                         counter.encode(metric.encode_family(labels)?)?;
                     }
                 }
@@ -272,6 +276,10 @@ impl Collector for Scrape {
                         MetricType::Gauge,
                     )?;
                     for (labels, value) in samples {
+                        if labels.is_empty() {
+                            ConstGauge::new(*value).encode(metric)?;
+                            break; // an unlabelled family has one sample
+                        }
                         ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
                     }
                 }
@@ -284,6 +292,15 @@ impl Collector for Scrape {
                     )?;
                     for (labels, histogram) in samples {
                         let no_exemplars: Option<&HashMap<usize, Exemplar<Labels, f64>>> = None;
+                        if labels.is_empty() {
+                            metric.encode_histogram(
+                                histogram.sum(),
+                                histogram.count(),
+                                &histogram.buckets(),
+                                no_exemplars,
+                            )?;
+                            break; // an unlabelled family has one sample
+                        }
                         metric.encode_family(labels)?.encode_histogram(
                             histogram.sum(),
                             histogram.count(),
