@@ -6,7 +6,12 @@ Reports, medians over --rounds: throughput and p50/p99 at 32 connections; p99 at
 concurrency 1 and the p99 each route adds over direct; and for streaming, time to first
 byte of the SSE body (direct vs via ai-proxy), sequential requests.
 
-Run: python3 scripts/bench-ai.py [--rounds 3] [--duration 6]
+With --governed, three more routes load side by side: the same chat route with prometheus
+(every flag, AI metrics) and ai-rate-limiting-advanced counting in memory (a budget no run
+reaches), then the same with the budget in Redis read on every request (sync_rate 0), and
+batched (sync_rate 1). --redis-port names the Redis (default 6379).
+
+Run: python3 scripts/bench-ai.py [--rounds 3] [--duration 6] [--governed]
 """
 import argparse
 import http.client
@@ -68,6 +73,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=6)
+    ap.add_argument("--governed", action="store_true")
+    ap.add_argument("--redis-port", type=int, default=6379)
     args = ap.parse_args()
     bp.ensure_tools()
     subprocess.run(["cargo", "build", "--release", "-p", "sluice", "-p", "sluice-mock-llm", "--quiet"], cwd=ROOT, check=True)
@@ -99,6 +106,28 @@ def main():
             "auth": {"header_name": "Authorization", "header_value": "Bearer sk-bench"},
             "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": f"http://127.0.0.1:{mock_port}"}},
         }})
+        governed = []
+        if args.governed:
+            import uuid
+            for name, strategy in [("ai-governed", {}),
+                                   ("ai-governed-redis", {"strategy": "redis", "sync_rate": 0,
+                                                          "redis": {"host": "127.0.0.1", "port": args.redis_port}}),
+                                   ("ai-governed-redis-batched", {"strategy": "redis", "sync_rate": 1,
+                                                                  "redis": {"host": "127.0.0.1", "port": args.redis_port}})]:
+                post("/routes", {"name": name, "paths": [f"/{name}"]})
+                post(f"/routes/{name}/plugins", {"name": "ai-proxy", "config": {
+                    "route_type": "llm/v1/chat",
+                    "auth": {"header_name": "Authorization", "header_value": "Bearer sk-bench"},
+                    "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": f"http://127.0.0.1:{mock_port}"}},
+                    "logging": {"log_statistics": True},
+                }})
+                post(f"/routes/{name}/plugins", {"name": "prometheus", "config": {
+                    "per_consumer": True, "status_code_metrics": True, "latency_metrics": True,
+                    "bandwidth_metrics": True, "ai_metrics": True}})
+                post(f"/routes/{name}/plugins", {"name": "ai-rate-limiting-advanced", "config": {
+                    "llm_providers": [{"name": "openai", "limit": [1e15], "window_size": [3600]}],
+                    "identifier": "ip", "namespace": f"bench-{uuid.uuid4()}", **strategy}})
+                governed.append(name)
         time.sleep(0.5)
         auth = {"Authorization": "Bearer sk-bench"}
         targets = {
@@ -106,6 +135,8 @@ def main():
             "plain proxied route": (f"http://127.0.0.1:{proxy_port}/plain", wrk_script(work, "plain", auth)),
             "ai-proxy chat route": (f"http://127.0.0.1:{proxy_port}/ai", wrk_script(work, "ai", {})),
         }
+        for name in governed:
+            targets[name] = (f"http://127.0.0.1:{proxy_port}/{name}", wrk_script(work, name, {}))
         for url, script in targets.values():
             r = wrk(url, script, 4, 1)
             assert r["non2xx"] == 0, f"{url} answered non-2xx during warm-up"

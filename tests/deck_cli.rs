@@ -332,6 +332,8 @@ fn deck_examples_are_valid() {
                 &[
                     ("DECK_XAI_API_KEY", "xai-test"),
                     ("DECK_OPENAI_API_KEY", "sk-test"),
+                    ("DECK_TEAM_A_KEY", "team-a-test-key"),
+                    ("DECK_TEAM_B_KEY", "team-b-test-key"),
                 ],
             );
             assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));

@@ -965,3 +965,96 @@ async fn bad_token_budget_configs_are_refused() {
     node.assert_plugins_refused(&cases).await;
     assert_eq!(node.count("plugins").await, 0);
 }
+
+#[tokio::test]
+async fn the_governance_example_file_works_as_written() {
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    // deck/ai-governance.yaml as shipped, pointed at the mock provider and a log file of
+    // this test's own.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deck/ai-governance.yaml"),
+    )
+    .unwrap();
+    let log = node.dir.join("calls.log");
+    let file_text = example
+        .replace(
+            "            options:\n",
+            &format!(
+                "            options:\n              upstream_url: {}\n",
+                mock.url()
+            ),
+        )
+        .replace("/tmp/sluice-ai-calls.log", log.to_str().unwrap());
+    assert_ne!(file_text, example);
+    let file = node.dir.join("ai-governance.yaml");
+    std::fs::write(&file, file_text).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["sync", file.to_str().unwrap()])
+        .env("SLUICE_ADMIN_URL", &node.admin)
+        .env("DECK_OPENAI_API_KEY", "sk-example")
+        .env("DECK_TEAM_A_KEY", "team-a-secret")
+        .env("DECK_TEAM_B_KEY", "team-b-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.wait_for_served(node.config_version().await).await;
+
+    let call = |key: Option<&'static str>| {
+        let mut request = node
+            .through("POST", "/ai/chat")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]}));
+        if let Some(key) = key {
+            request = request.header("apikey", key);
+        }
+        request.send()
+    };
+    assert_eq!(call(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let response = call(Some("team-a-secret")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["x-ai-ratelimit-limit-hour-openai"],
+        "20000"
+    );
+    assert_eq!(
+        response.headers()["x-ai-ratelimit-limit-day-openai"],
+        "200000"
+    );
+    let response = call(Some("team-b-secret")).await.unwrap();
+    assert_eq!(
+        response.headers()["x-ai-ratelimit-limit-hour-openai"],
+        "5000"
+    );
+    assert_eq!(
+        mock.last_request().unwrap().header("authorization"),
+        Some("Bearer sk-example"),
+        "the gateway's key reaches the provider"
+    );
+    let text = scrape(&node, |t| {
+        metric(t, "kong_ai_llm_requests_total", &[("consumer", "team-b")]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &text,
+            "kong_ai_llm_requests_total",
+            &[("consumer", "team-a")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Every call is logged, the refused one too (as in Kong, the log phase runs for it).
+    let lines = json_lines(&log, 3).await;
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["response"]["status"], 401);
+    assert!(lines[0].get("consumer").is_none());
+    assert_eq!(lines[1]["consumer"]["username"], "team-a");
+    assert!(lines[1]["ai"]["proxy"]["usage"]["cost"].as_f64().unwrap() > 0.0);
+    assert_eq!(lines[2]["consumer"]["username"], "team-b");
+}

@@ -162,7 +162,10 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
 
     // The status listener's /metrics: connected, serving the synced version.
     let metrics = dp_metrics(&dp1).await;
-    assert!(metrics.contains("kong_control_plane_connected 1"), "{metrics}");
+    assert!(
+        metrics.contains("kong_control_plane_connected 1"),
+        "{metrics}"
+    );
     let version = cp.config_version().await;
     assert!(
         metrics.contains(&format!("sluice_config_version {version}")),
@@ -183,7 +186,10 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
     assert_eq!(status(&dp1, "/one").await, 200);
     assert_eq!(status(&dp2, "/one").await, 200);
     let metrics = dp_metrics(&dp1).await;
-    assert!(metrics.contains("kong_control_plane_connected 0"), "{metrics}");
+    assert!(
+        metrics.contains("kong_control_plane_connected 0"),
+        "{metrics}"
+    );
 
     // Restart a data plane while the control plane is down: it serves from its cache.
     let dp2_dir = dp2.stop_keep(); // keeps its prefix, where the cache lives

@@ -86,6 +86,8 @@ pub struct AiSample<'a> {
     pub provider: &'a str,
     /// The requested model (Kong's `ai_model` is `meta.request_model`).
     pub model: &'a str,
+    /// The consumer's username with `per_consumer` (Kong 3.11's label), "" otherwise.
+    pub consumer: &'a str,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
@@ -147,6 +149,7 @@ struct LatencySeries {
 struct AiSeries {
     provider: String,
     model: String,
+    consumer: String,
     requests: u64,
     cost: f64,
     prompt_tokens: u64,
@@ -232,10 +235,14 @@ impl Metrics {
     /// Records one AI request (Kong's `ai_metrics`).
     pub fn record_ai(&self, sample: &AiSample<'_>) {
         self.with_table(|tables| {
-            let key = key(&mut tables.scratch, &[sample.provider, sample.model]);
+            let key = key(
+                &mut tables.scratch,
+                &[sample.provider, sample.model, sample.consumer],
+            );
             let series = tables.ai.entry_ref(key).or_insert_with(|| AiSeries {
                 provider: sample.provider.to_owned(),
                 model: sample.model.to_owned(),
+                consumer: sample.consumer.to_owned(),
                 requests: 0,
                 cost: 0.0,
                 prompt_tokens: 0,
@@ -329,7 +336,11 @@ impl Metrics {
                 }
             }
             for (_, series) in tables.ai {
-                let key = (series.provider.clone(), series.model.clone());
+                let key = (
+                    series.provider.clone(),
+                    series.model.clone(),
+                    series.consumer.clone(),
+                );
                 match merged.ai.get_mut(&key) {
                     Some(entry) => {
                         entry.requests += series.requests;
@@ -354,7 +365,7 @@ impl Metrics {
 struct Merged {
     http: BTreeMap<(String, String, String), MergedHttp>,
     latency: BTreeMap<(String, String), (Histogram, Histogram, Histogram)>,
-    ai: BTreeMap<(String, String), AiSeries>,
+    ai: BTreeMap<(String, String, String), AiSeries>,
 }
 
 #[derive(Debug, Default)]

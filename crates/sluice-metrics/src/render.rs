@@ -135,7 +135,7 @@ fn http_families(merged: &Merged, families: &mut Vec<Family>) {
 fn ai_families(merged: &Merged, families: &mut Vec<Family>) {
     let (mut requests, mut cost, mut tokens, mut latency) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((provider, model), series) in &merged.ai {
+    for ((provider, model, consumer), series) in &merged.ai {
         // Kong's AI labels; the cache and embeddings ones are empty without a semantic cache.
         let labels = |extra: Option<&'static str>| {
             let mut labels: Labels = vec![
@@ -150,6 +150,8 @@ fn ai_families(merged: &Merged, families: &mut Vec<Family>) {
                 labels.push(("token_type", token_type.to_owned()));
             }
             labels.push(("workspace", WORKSPACE.to_owned()));
+            // Kong 3.11 added the consumer to the AI metrics.
+            labels.push(("consumer", consumer.clone()));
             labels
         };
         requests.push((labels(None), series.requests as f64));

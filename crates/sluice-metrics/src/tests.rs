@@ -142,6 +142,7 @@ fn ai_tokens_cost_and_latency_by_provider_and_model() {
         metrics.record_ai(&AiSample {
             provider: "openai",
             model: "gpt-4o",
+            consumer: "alice",
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,

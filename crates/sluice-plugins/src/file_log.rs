@@ -46,10 +46,15 @@ struct Handler {
     metrics: Arc<Metrics>,
 }
 
-/// The writer thread of one file.
+/// The writer thread of one file, started with the first line (a handler built to check a
+/// config starts nothing).
 struct FileWriter {
     lines: SyncSender<Vec<u8>>,
+    pending: Mutex<Option<Unstarted>>,
 }
+
+/// What the writer thread needs: the file, `reopen`, and the receiving end of the lines.
+type Unstarted = (PathBuf, bool, Receiver<Vec<u8>>);
 
 // === impl Factory ===
 
@@ -97,9 +102,7 @@ impl PluginFactory for Factory {
         let writer = match writers.get(&(path.clone(), reopen)) {
             Some(writer) => writer.clone(),
             None => {
-                let writer = Arc::new(FileWriter::start(path.clone(), reopen).map_err(|e| {
-                    PluginBuildError::at(plugin, "path", format!("cannot start a writer: {e}"))
-                })?);
+                let writer = Arc::new(FileWriter::new(path.clone(), reopen));
                 writers.insert((path, reopen), writer.clone());
                 writer
             }
@@ -147,6 +150,7 @@ impl Plugin for Handler {
     fn log(&self, ctx: &mut RequestCtx, state: &mut Captured) {
         let mut line = state.record(ctx);
         line.push(b'\n');
+        self.writer.start();
         match self.writer.lines.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.metrics.count_dropped_logs("file-log", 1),
@@ -158,12 +162,29 @@ impl Plugin for Handler {
 // === impl FileWriter ===
 
 impl FileWriter {
-    fn start(path: PathBuf, reopen: bool) -> std::io::Result<Self> {
+    fn new(path: PathBuf, reopen: bool) -> Self {
         let (lines, receiver) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+        Self {
+            lines,
+            pending: Mutex::new(Some((path, reopen, receiver))),
+        }
+    }
+
+    fn start(&self) {
+        let Some((path, reopen, receiver)) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
             .name("sluice-file-log".to_owned())
-            .spawn(move || write_lines(&path, reopen, receiver))?;
-        Ok(Self { lines })
+            .spawn(move || write_lines(&path, reopen, receiver));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "file-log: cannot start the writer thread");
+        }
     }
 }
 

@@ -112,10 +112,7 @@ impl PluginFactory for Factory {
         let queue = match queues.get(&name) {
             Some(queue) => queue.clone(),
             None => {
-                let queue =
-                    Queue::start(queue_config, sender, self.metrics.clone()).map_err(|e| {
-                        PluginBuildError::new(plugin, format!("cannot start the queue: {e}"))
-                    })?;
+                let queue = Queue::new(queue_config, sender, self.metrics.clone());
                 queues.insert(name, queue.clone());
                 queue
             }

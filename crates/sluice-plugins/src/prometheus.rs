@@ -110,6 +110,7 @@ impl Plugin for Handler {
             self.metrics.record_ai(&AiSample {
                 provider: ai.provider,
                 model: &ai.request_model,
+                consumer: consumer.unwrap_or(""),
                 prompt_tokens: ai.prompt_tokens,
                 completion_tokens: ai.completion_tokens,
                 total_tokens: ai.total_tokens,

@@ -236,6 +236,10 @@ fn runtime() -> &'static tokio::runtime::Handle {
 pub struct Batched {
     target: Arc<RedisTarget>,
     entries: Mutex<HashMap<String, Entry>>,
+    every: Duration,
+    /// The sync task starts with the first count (a handler built to check a config
+    /// starts nothing).
+    started: std::sync::Once,
 }
 
 struct Entry {
@@ -251,13 +255,23 @@ struct Entry {
 // === impl Batched ===
 
 impl Batched {
-    /// Starts the sync task (on the Redis thread) for these counters.
+    /// Counters synced every `every`, once something is counted.
     pub fn start(target: Arc<RedisTarget>, every: Duration) -> Arc<Self> {
-        let batched = Arc::new(Self {
+        Arc::new(Self {
             target,
             entries: Mutex::default(),
-        });
-        let weak = Arc::downgrade(&batched);
+            every,
+            started: std::sync::Once::new(),
+        })
+    }
+
+    fn ensure_syncing(self: &Arc<Self>) {
+        self.started.call_once(|| self.spawn_sync());
+    }
+
+    fn spawn_sync(self: &Arc<Self>) {
+        let every = self.every;
+        let weak = Arc::downgrade(self);
         runtime().spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(20)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,7 +296,6 @@ impl Batched {
                 }
             }
         });
-        batched
     }
 
     /// The total of `key`: Redis's at the last sync plus what this node added since.
@@ -292,7 +305,8 @@ impl Batched {
     }
 
     /// Adds `amount` to `key` (a window of `ttl` seconds), locally.
-    pub fn add(&self, key: &str, amount: f64, ttl: u64) {
+    pub fn add(self: &Arc<Self>, key: &str, amount: f64, ttl: u64) {
+        self.ensure_syncing();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get_mut(key) {
             Some(entry) => entry.delta += amount,
@@ -312,7 +326,7 @@ impl Batched {
 
     /// Makes `key` known so the next sync reads its total (a window this node has not
     /// written to yet).
-    pub fn watch(&self, key: &str, ttl: u64) {
+    pub fn watch(self: &Arc<Self>, key: &str, ttl: u64) {
         self.add(key, 0.0, ttl);
     }
 

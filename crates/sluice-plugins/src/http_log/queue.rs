@@ -41,6 +41,8 @@ pub struct Queue {
     entries: Mutex<Entries>,
     ready: Notify,
     metrics: Arc<Metrics>,
+    /// Until the first record: a queue built to check a config starts no thread.
+    sender: Mutex<Option<Sender>>,
 }
 
 #[derive(Default)]
@@ -52,44 +54,47 @@ struct Entries {
 // === impl Queue ===
 
 impl Queue {
-    /// The queue and its sender thread.
-    pub fn start(
-        config: QueueConfig,
-        sender: Sender,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Arc<Self>> {
-        let queue = Arc::new(Self {
+    /// The queue; its sender thread starts with the first record.
+    pub fn new(config: QueueConfig, sender: Sender, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
             config,
             entries: Mutex::default(),
             ready: Notify::new(),
             metrics,
-        });
-        let client = reqwest::Client::builder()
-            .timeout(sender.timeout)
-            .pool_idle_timeout(sender.keepalive)
-            .build()
-            .map_err(std::io::Error::other)?;
-        let runner = queue.clone();
-        std::thread::Builder::new()
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    fn start_sender(self: &Arc<Self>) {
+        let Some(sender) = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let runner = self.clone();
+        let spawned = std::thread::Builder::new()
             .name("sluice-http-log".to_owned())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                let client = reqwest::Client::builder()
+                    .timeout(sender.timeout)
+                    .pool_idle_timeout(sender.keepalive)
+                    .build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(%error, "http-log: cannot start the sender");
-                        return;
+                    .build();
+                match (client, runtime) {
+                    (Ok(client), Ok(runtime)) => {
+                        runtime.block_on(runner.run(client, Arc::new(sender)));
                     }
-                };
-                runtime.block_on(runner.run(client, Arc::new(sender)));
-            })?;
-        Ok(queue)
+                    _ => tracing::error!("http-log: cannot start the sender"),
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "http-log: cannot start the sender thread");
+        }
     }
 
     /// Appends one record (from the log phase: never waits).
-    pub fn push(&self, entry: Vec<u8>) {
+    pub fn push(self: &Arc<Self>, entry: Vec<u8>) {
+        self.start_sender();
         let mut dropped = 0;
         {
             let mut entries = self.lock();
