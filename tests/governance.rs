@@ -679,12 +679,9 @@ async fn a_redis_that_goes_away_is_survived_counting_locally() {
         "the first request was counted in redis: {before}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    while !node.logs().contains("redis answers again") {
         let (status, _, body) = limited(&node).await;
         assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-        if redis_get(target, &key).await > before {
-            break;
-        }
         assert!(
             std::time::Instant::now() < deadline,
             "redis never counted again: {}",
@@ -692,7 +689,24 @@ async fn a_redis_that_goes_away_is_survived_counting_locally() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(node.logs().contains("redis answers again"));
+    assert!(
+        redis_get(target, &key).await > before,
+        "counted in redis again"
+    );
+}
+
+/// Waits (bounded) until the node's log has `text`: a line is written just after the
+/// response that caused it.
+async fn logged(node: &Sluice, text: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node.logs().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged {text:?}: {}",
+            node.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// `GET key` on the Redis at `addr`, as a number (0 when absent), over RESP by hand: the
@@ -1057,4 +1071,51 @@ async fn the_governance_example_file_works_as_written() {
     assert_eq!(lines[1]["consumer"]["username"], "team-a");
     assert!(lines[1]["ai"]["proxy"]["usage"]["cost"].as_f64().unwrap() > 0.0);
     assert_eq!(lines[2]["consumer"]["username"], "team-b");
+}
+
+#[tokio::test]
+async fn a_token_budget_survives_its_redis_going_away() {
+    let Some((host, port)) = redis() else {
+        return;
+    };
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let relay = common::relay::Relay::start(target).await;
+    let mock = sluice_mock_llm::start(sluice_mock_llm::MockConfig::openai())
+        .await
+        .expect("mock");
+    let node = Sluice::start().await;
+    consumer_with_key(&node, "alice").await;
+    ai_route(
+        &node,
+        &mock,
+        &[json!({"name": "ai-rate-limiting-advanced", "config": {
+            "llm_providers": [{"name": "openai", "limit": [1], "window_size": [3600]}],
+            "window_type": "fixed", "namespace": format!("down-{}", uuid::Uuid::new_v4()),
+            "strategy": "redis", "sync_rate": 0,
+            "redis": {"host": "127.0.0.1", "port": relay.port, "read_timeout": 300}}})],
+    )
+    .await;
+    relay.stop();
+    // Redis is gone: the first call is served and its tokens counted here; the budget still
+    // holds, by this node's count.
+    let (status, _, text) = chat_raw(&node, "alice", false).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, _, text) = chat_raw(&node, "alice", false).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never held: {}",
+            node.logs()
+        );
+    }
+    logged(&node, "counting locally").await;
 }

@@ -48,7 +48,13 @@ pub enum RedisError {
     Timeout(Duration),
     #[error("the redis thread is gone")]
     Gone,
+    #[error("redis failed less than {0:?} ago; not retried yet")]
+    Resting(Duration),
 }
+
+/// After a failure, calls fail at once for this long before Redis is tried again: during an
+/// outage a request costs no timeout, only the first one after each pause does.
+const REST: Duration = Duration::from_secs(1);
 
 /// One Redis server (and database) as the plugins reach it.
 pub struct RedisTarget {
@@ -57,6 +63,8 @@ pub struct RedisTarget {
     client: redis::Client,
     timeout: Duration,
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    /// Set when a call failed: until then, calls fail without trying.
+    resting_until: Mutex<Option<Instant>>,
 }
 
 /// The process's Redis targets, by connection settings.
@@ -132,6 +140,7 @@ impl RedisHub {
             client,
             timeout,
             connection: tokio::sync::OnceCell::new(),
+            resting_until: Mutex::new(None),
         });
         targets.insert(key, target.clone());
         Ok(target)
@@ -166,8 +175,24 @@ impl RedisTarget {
             .collect())
     }
 
-    /// Runs `pipe` on the Redis thread, waiting at most the target's timeout.
+    /// Runs `pipe` on the Redis thread, waiting at most the target's timeout; right after a
+    /// failure, fails at once (see [`REST`]).
     async fn run<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        if let Some(until) = *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            if Instant::now() < until {
+                return Err(RedisError::Resting(REST));
+            }
+        }
+        let result = self.try_run(pipe).await;
+        *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            result.is_err().then(|| Instant::now() + REST);
+        result
+    }
+
+    async fn try_run<T: redis::FromRedisValue + Send + 'static>(
         &self,
         pipe: redis::Pipeline,
     ) -> Result<T, RedisError> {
