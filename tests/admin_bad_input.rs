@@ -234,7 +234,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     );
     assert_eq!(
         body["fields"]["name"],
-        "plugin 'no-such-plugin' not enabled; Sluice has: acl, ai-proxy, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer"
+        "plugin 'no-such-plugin' not enabled; Sluice has: acl, ai-proxy, ai-proxy-advanced, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer"
     );
     // An invalid plugin config: missing, wrong type, unknown, unsupported by the provider.
     let body = refused(

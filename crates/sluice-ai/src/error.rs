@@ -100,3 +100,11 @@ impl From<RequestError> for Flow {
         error.into_flow()
     }
 }
+
+/// An answer in OpenAI's error shape, for checks outside [`RequestError`].
+pub fn openai_error_response(status: u16, message: &str) -> Box<http::Response<bytes::Bytes>> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": "invalid_request_error"}}),
+    )
+}

@@ -309,6 +309,7 @@ impl AiProxy {
             port,
             path_and_query,
             host_header,
+            timeout: None,
         });
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! - [`providers`]: one [`providers::Driver`] per provider (paths, field rules, error shape).
 //! - [`sse`]: incremental, zero-copy SSE framing.
 
+pub mod advanced;
 pub mod config;
 pub mod error;
 pub mod handler;
@@ -20,7 +21,8 @@ use std::sync::Arc;
 
 use sluice_plugin::Registry;
 
-/// Registers `ai-proxy`.
+/// Registers `ai-proxy` and `ai-proxy-advanced`.
 pub fn register(registry: &mut Registry) {
     registry.register(Arc::new(handler::Factory));
+    registry.register(Arc::new(advanced::Factory::default()));
 }

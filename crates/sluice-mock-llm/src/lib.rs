@@ -169,6 +169,12 @@ pub struct MockConfig {
     pub chunk_gap: Duration,
     /// Wait before the response headers are sent.
     pub latency: Duration,
+    /// Sent back as `x-mock-name`, to tell several instances apart.
+    pub name: Option<String>,
+    /// When not 0, every request is answered this status with the flavor's error body (as
+    /// `x-mock-status`, for the whole server). Shared with the [`MockHandle`], which can
+    /// change it while the mock runs ([`MockHandle::fail_with`]).
+    pub fail_status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 /// One request as the mock received it, before it answered.
@@ -198,6 +204,7 @@ pub struct RequestLog {
 pub struct MockHandle {
     pub addr: SocketAddr,
     log: RequestLog,
+    fail_status: Arc<std::sync::atomic::AtomicU16>,
     task: JoinHandle<()>,
 }
 
@@ -207,13 +214,19 @@ pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
     let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let log = RequestLog::new();
+    let fail_status = config.fail_status.clone();
     let app = router(config, Some(log.clone()));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::warn!(%err, "mock LLM server stopped");
         }
     });
-    Ok(MockHandle { addr, log, task })
+    Ok(MockHandle {
+        addr,
+        log,
+        fail_status,
+        task,
+    })
 }
 
 /// Serves the mock on `listener` until the server fails. `log: None` records nothing, which is
@@ -303,6 +316,12 @@ impl RequestLog {
 // === impl MockHandle ===
 
 impl MockHandle {
+    /// From now on, answer every request with `status` (or normally again with `None`).
+    pub fn fail_with(&self, status: Option<u16>) {
+        self.fail_status
+            .store(status.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// `http://127.0.0.1:<port>`, without a trailing slash.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         },
         chunk_gap: Duration::from_millis(args.chunk_gap_ms),
         latency: Duration::from_millis(args.latency_ms),
+        ..MockConfig::default()
     };
     let listener = TcpListener::bind(args.listen)
         .await

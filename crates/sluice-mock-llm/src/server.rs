@@ -96,7 +96,14 @@ pub(crate) async fn handle(
     if let Some(log) = &shared.log {
         log.push(record(&method, &uri, &headers, &body));
     }
-    let knobs = Knobs::from_headers(&headers, &shared.config);
+    let mut knobs = Knobs::from_headers(&headers, &shared.config);
+    let failing = shared
+        .config
+        .fail_status
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if failing != 0 {
+        knobs.status = StatusCode::from_u16(failing).ok();
+    }
     if !knobs.latency.is_zero() {
         tokio::time::sleep(knobs.latency).await;
     }
@@ -113,6 +120,16 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(Rejection(response)) => *response,
     };
+    if let Some(name) = shared
+        .config
+        .name
+        .as_deref()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-mock-name"), name);
+    }
     // Like OpenAI's `x-request-id`, so a test can correlate a gateway log line with the mock.
     if let Ok(id) = HeaderValue::from_str(&new_id("req_")) {
         response

@@ -46,11 +46,15 @@ const ENTITY_SCHEMAS: [(EntityKind, &str); 7] = [
 
 /// Every plugin Sluice knows, embedded from `schemas/plugins/`. A plugin name not listed here
 /// is refused by the Admin API and by `sluice validate`.
-const PLUGIN_SCHEMAS: [(&str, &str); 11] = [
+const PLUGIN_SCHEMAS: [(&str, &str); 12] = [
     ("acl", include_str!("../../../schemas/plugins/acl.json")),
     (
         "ai-proxy",
         include_str!("../../../schemas/plugins/ai-proxy.json"),
+    ),
+    (
+        "ai-proxy-advanced",
+        include_str!("../../../schemas/plugins/ai-proxy-advanced.json"),
     ),
     (
         "ai-rate-limiting-advanced",

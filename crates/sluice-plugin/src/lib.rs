@@ -46,6 +46,22 @@ pub struct Upstream {
     pub path_and_query: String,
     /// The Host header to send (the service host, or the client's with `preserve_host`).
     pub host_header: String,
+    /// Bound on the time to response headers, when a plugin sets one (ai-proxy-advanced's
+    /// balancer timeouts); the service's timeouts otherwise.
+    pub timeout: Option<Duration>,
+}
+
+/// How one upstream attempt ended, for a plugin that balances over several upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response headers arrived with this status.
+    Status(u16),
+    /// No response headers in time.
+    Timeout,
+    /// The connection could not be made: the request was not sent.
+    ConnectFailed,
+    /// The request was sent and no valid response came back.
+    Failed,
 }
 
 /// How logs and metrics name a route and its service (Kong's exporter labels): the route's
@@ -273,6 +289,24 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
+    /// An upstream attempt ended (the proxy calls this for every plugin of the chain that
+    /// balances, after each attempt). To try again, the plugin re-points `ctx.upstream` and
+    /// returns the request to send; `None` keeps the outcome. A retried response's body is
+    /// dropped unread.
+    async fn retry(
+        &self,
+        _outcome: Outcome,
+        _ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> Option<ProxyRequest> {
+        None
+    }
+
+    /// Whether this plugin balances requests over several upstreams (its `retry` is called).
+    fn balances(&self) -> bool {
+        false
+    }
+
     /// Whether the gateway's own errors on this plugin's routes (upstream refused or timed
     /// out, no upstream) use OpenAI's `{"error": {"message", "type", "code"}}` shape instead
     /// of Kong's `{"message"}`: the clients of an AI route are OpenAI SDKs.
@@ -306,6 +340,13 @@ pub trait PluginHandler: Send + Sync + 'static {
     fn priority(&self) -> i64;
     fn has_body_filter(&self) -> bool;
     fn openai_errors(&self) -> bool;
+    fn balances(&self) -> bool;
+    async fn retry(
+        &self,
+        outcome: Outcome,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Option<ProxyRequest>;
     fn new_state(&self) -> PluginState;
     async fn access(
         &self,
@@ -376,6 +417,19 @@ impl<P: Plugin> PluginHandler for Erased<P> {
 
     fn openai_errors(&self) -> bool {
         self.0.openai_errors()
+    }
+
+    fn balances(&self) -> bool {
+        self.0.balances()
+    }
+
+    async fn retry(
+        &self,
+        outcome: Outcome,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) -> Option<ProxyRequest> {
+        self.0.retry(outcome, ctx, state.typed_mut()).await
     }
 
     fn new_state(&self) -> PluginState {

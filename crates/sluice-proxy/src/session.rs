@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_plugin::{
-    Body, BoxError, Flow, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
+    Body, BoxError, Flow, Outcome, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
 };
 
 use crate::access_log::WorkerLog;
@@ -387,6 +387,7 @@ impl<'a> Session<'a> {
             } else {
                 host_with_port(&service.host, service.port, service.https)
             },
+            timeout: None,
         });
         let path_suffix = encode_path(match matched_path.as_deref() {
             Some(prefix) if target.strip_path && !prefix.is_empty() => {
@@ -541,17 +542,49 @@ impl<'a> Session<'a> {
     }
 
     /// The upstream phase: the request goes to the service (or where a plugin pointed it).
+    /// A plugin that balances (ai-proxy-advanced) sees each attempt's outcome and may send
+    /// the request again, to another upstream, within the client's one request.
     async fn upstream(
         mut self,
         request: ProxyRequest,
         upgrade: Option<&HeaderValue>,
     ) -> Result<(Self, http::Response<Incoming>), Answered> {
-        let Some(upstream) = self.ctx.upstream.as_ref() else {
-            return Err(self.fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no Service found with those values",
-            ));
-        };
+        let balancer = self.chain.handlers.iter().position(|h| h.balances());
+        let mut request = request;
+        loop {
+            let Some(result) = self.send_once(request, upgrade).await else {
+                return Err(self.fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no Service found with those values",
+                ));
+            };
+            let Some(index) = balancer else {
+                return self.upstream_result(result);
+            };
+            let outcome = match &result {
+                Ok(response) => Outcome::Status(response.status().as_u16()),
+                Err(ForwardError::Timeout) => Outcome::Timeout,
+                Err(ForwardError::Connect(_)) => Outcome::ConnectFailed,
+                Err(_) => Outcome::Failed,
+            };
+            let handler = self.chain.handlers[index].clone();
+            match handler
+                .retry(outcome, &mut self.ctx, &mut self.states[index])
+                .await
+            {
+                Some(next) => request = next, // the failed response is dropped unread
+                None => return self.upstream_result(result),
+            }
+        }
+    }
+
+    /// One attempt to `ctx.upstream`; `None` when there is none (Kong's 503).
+    async fn send_once(
+        &mut self,
+        request: ProxyRequest,
+        upgrade: Option<&HeaderValue>,
+    ) -> Option<Result<http::Response<Incoming>, ForwardError>> {
+        let upstream = self.ctx.upstream.as_ref()?;
         let ProxyRequest { mut parts, body } = request;
         match HeaderValue::from_str(&upstream.host_header) {
             Ok(host) => parts.headers.insert(header::HOST, host),
@@ -568,21 +601,31 @@ impl<'a> Session<'a> {
             Some(s) => worker_client(s.connect_timeout_ms, s.tls_verify),
             None => self.shared.default_client.clone(),
         };
+        let service_timeout = self
+            .target
+            .service
+            .as_ref()
+            .map_or(Duration::from_secs(180), |s| {
+                s.connect_timeout + s.write_timeout + s.read_timeout
+            });
         let attempt = Attempt {
             client: &client,
             upstream,
             retries: self.target.service.as_ref().map_or(5, |s| s.retries),
-            timeout: self
-                .target
-                .service
-                .as_ref()
-                .map_or(Duration::from_secs(180), |s| {
-                    s.connect_timeout + s.write_timeout + s.read_timeout
-                }),
+            timeout: upstream.timeout.unwrap_or(service_timeout),
         };
         let sent_at = Instant::now();
         let result = attempt.send(parts, body).await;
         self.ctx.upstream_latency = Some(sent_at.elapsed());
+        Some(result)
+    }
+
+    // Answered is the response itself, moved once to the client (see `route`).
+    #[allow(clippy::result_large_err)]
+    fn upstream_result(
+        self,
+        result: Result<http::Response<Incoming>, ForwardError>,
+    ) -> Result<(Self, http::Response<Incoming>), Answered> {
         match result {
             Ok(response) => Ok((self, response)),
             Err(failure) => {

@@ -154,7 +154,7 @@ const ERRORS: &[(&[&str], &[&str])] = &[
     ),
     (
         &[V3, "plugins:", "- name: bot-detection"],
-        &["kong.yaml:3:3: plugins[0].name: plugin 'bot-detection' not enabled; Sluice has: acl, ai-proxy, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer"],
+        &["kong.yaml:3:3: plugins[0].name: plugin 'bot-detection' not enabled; Sluice has: acl, ai-proxy, ai-proxy-advanced, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer"],
     ),
     (
         &[V3, "plugins:", "- name: rate-limiting", "  config:", "    minute: 0"],

@@ -151,7 +151,7 @@ fn plugins() {
     use EntityKind::Plugin as P;
     let chat = json!({"route_type": "llm/v1/chat", "model": {"provider": "xai", "name": "grok-4"}});
     check(P, json!({"name": "ai-proxy", "config": chat}), None);
-    check(P, json!({"name": "nope"}), Some("schema violation (name: plugin 'nope' not enabled; Sluice has: acl, ai-proxy, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer)"));
+    check(P, json!({"name": "nope"}), Some("schema violation (name: plugin 'nope' not enabled; Sluice has: acl, ai-proxy, ai-proxy-advanced, ai-rate-limiting-advanced, basic-auth, cors, file-log, http-log, key-auth, prometheus, rate-limiting, request-transformer)"));
     check(
         P,
         json!({"name": "ai-proxy", "config": {"model": {"provider": "openai"}}}),
