@@ -384,3 +384,67 @@ async fn bad_ai_proxy_advanced_configs_are_refused_naming_the_target() {
     node.assert_plugins_refused(&cases).await;
     assert_eq!(node.count("plugins").await, 0);
 }
+
+/// A streamed chat through `/lb`: status, the mock that answered, and the body text.
+async fn stream_chat(node: &Sluice, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
+    let mut request = node.through("POST", "/lb").json(&json!({
+        "messages": [{"role": "user", "content": "hi"}], "stream": true}));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let served_by = response
+        .headers()
+        .get("x-mock-name")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, served_by, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn streams_fail_over_until_content_reaches_the_client() {
+    let m = mocks(&["primary", "backup"]).await;
+    let node = Sluice::start().await;
+    balanced(
+        &node,
+        vec![
+            target(&m[0], "gpt-4o", json!({"weight": 100})),
+            target(&m[1], "gpt-4o", json!({"weight": 1})),
+        ],
+        json!({"algorithm": "priority"}),
+    )
+    .await;
+    for fault in [
+        sluice_mock_llm::STREAM_CUT,
+        sluice_mock_llm::STREAM_ERROR_FIRST,
+    ] {
+        m[0].stream_fault(fault);
+        let (status, served_by, text) = stream_chat(&node, &[]).await;
+        assert_eq!(
+            (status, served_by.as_str()),
+            (StatusCode::OK, "backup"),
+            "{fault}: {text}"
+        );
+        assert!(
+            text.trim_end().ends_with("data: [DONE]"),
+            "one clean stream: {text}"
+        );
+        assert!(
+            !text.contains("event: error"),
+            "the failed start never reached the client"
+        );
+        let events = text.matches("data: ").count();
+        assert!(events > 2, "{text}");
+    }
+    m[0].stream_fault(0);
+
+    // Once content has reached the client, a cut ends the stream with an error event (in
+    // the format OpenAI's SDKs raise on), never as if the answer were whole.
+    let (status, served_by, text) = stream_chat(&node, &[("x-mock-cut-after", "3")]).await;
+    assert_eq!((status, served_by.as_str()), (StatusCode::OK, "primary"));
+    assert!(text.contains("\"content\""), "content came first: {text}");
+    assert!(text.trim_end().ends_with("}"), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+}

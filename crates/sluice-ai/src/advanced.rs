@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_plugin::{
     erase, Flow, Outcome, Plugin, PluginBuildError, PluginFactory, PluginHandler, PluginState,
-    ProxyRequest, RequestBody, RequestCtx,
+    ProxyRequest, RequestBody, RequestCtx, StreamStart,
 };
 
 use balancer::{Algorithm, Balancer, Criteria, TargetState};
@@ -480,7 +480,7 @@ impl Plugin for Advanced {
         let failed = self.criteria.names(outcome, &method);
         let breaker_failure = matches!(
             outcome,
-            Outcome::Timeout | Outcome::ConnectFailed | Outcome::Failed
+            Outcome::Timeout | Outcome::ConnectFailed | Outcome::Failed | Outcome::StreamFailed
         ) || matches!(outcome, Outcome::Status(s) if s >= 500 || s == 429);
         self.book(call, breaker_failure);
         if !failed || call.tried.len() as u32 > self.retries {
@@ -488,6 +488,10 @@ impl Plugin for Advanced {
         }
         let next = self.pick(call)?;
         self.shape(next, call, ctx).await.ok()
+    }
+
+    fn stream_start(&self, read: &[u8], _ended: bool, _call: &Call) -> StreamStart {
+        stream_start(read)
     }
 
     fn buffer_response(&self, ctx: &RequestCtx, call: &Call) -> bool {
@@ -548,6 +552,11 @@ impl Plugin for Advanced {
         self.targets[*index].handler.body_end(ctx, state)
     }
 
+    fn body_error(&self, ctx: &mut RequestCtx, call: &mut Call) -> Option<Bytes> {
+        let (index, state) = call.current.as_mut()?;
+        self.targets[*index].handler.body_error(ctx, state)
+    }
+
     fn log(&self, ctx: &mut RequestCtx, call: &mut Call) {
         // The attempt that answered is booked here (a failed one was booked in `retry`).
         if let Some((index, _)) = &call.current {
@@ -583,4 +592,86 @@ fn with_model(body: &Bytes, alias: &str, model: Option<&str>) -> Bytes {
         }
     }
     Bytes::from(json.to_string())
+}
+
+/// Past this much read without content, the stream is sent on as it is.
+const STREAM_START_LIMIT: usize = 64 * 1024;
+
+/// Whether a streamed answer has begun (a content token, a tool call, the Responses API's
+/// output, or a complete `[DONE]`), has failed (an SSE `error` event, or an `error` object),
+/// or needs more reading. Only whole events are judged.
+fn stream_start(read: &[u8]) -> StreamStart {
+    let text = String::from_utf8_lossy(read);
+    let text = text.replace("\r\n", "\n");
+    let mut events: Vec<&str> = text.split("\n\n").collect();
+    events.pop(); // the part after the last blank line is not a whole event yet
+    for event in events {
+        let mut name = None;
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = Some(value.trim());
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if name == Some("error") {
+            return StreamStart::Fail;
+        }
+        if data.trim() == "[DONE]" {
+            return StreamStart::Commit;
+        }
+        let Ok(json) = serde_json::from_str::<Value>(&data) else {
+            continue;
+        };
+        if json.get("error").is_some_and(|e| !e.is_null()) {
+            return StreamStart::Fail;
+        }
+        let content = json["choices"].as_array().is_some_and(|choices| {
+            choices.iter().any(|c| {
+                let delta = &c["delta"];
+                delta["content"].as_str().is_some_and(|s| !s.is_empty())
+                    || delta["tool_calls"].is_array()
+                    || delta["refusal"].as_str().is_some_and(|s| !s.is_empty())
+                    || c["text"].as_str().is_some_and(|s| !s.is_empty())
+            })
+        });
+        let responses_output = json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("response.output_") || t == "response.completed");
+        if content || responses_output {
+            return StreamStart::Commit;
+        }
+    }
+    if read.len() > STREAM_START_LIMIT {
+        return StreamStart::Commit;
+    }
+    StreamStart::Wait
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_begins_with_content_and_fails_with_an_error_first() {
+        let role =
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+        let token = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+        assert_eq!(stream_start(role.as_bytes()), StreamStart::Wait);
+        assert_eq!(
+            stream_start(format!("{role}{token}").as_bytes()),
+            StreamStart::Commit
+        );
+        assert_eq!(
+            stream_start(&token.as_bytes()[..20]),
+            StreamStart::Wait,
+            "half an event"
+        );
+        let error = "event: error\ndata: {\"error\":{\"message\":\"x\"}}\n\n";
+        assert_eq!(stream_start(error.as_bytes()), StreamStart::Fail);
+        let inline = "data: {\"error\":{\"message\":\"overloaded\"}}\n\n";
+        assert_eq!(stream_start(inline.as_bytes()), StreamStart::Fail);
+        assert_eq!(stream_start(b"data: [DONE]\n\n"), StreamStart::Commit);
+    }
 }

@@ -788,6 +788,20 @@ impl Plugin for AiProxy {
         last
     }
 
+    fn body_error(&self, ctx: &mut RequestCtx, state: &mut Option<Call>) -> Option<Bytes> {
+        let call = state.as_mut()?;
+        if !call.stream || call.status != 200 {
+            return None;
+        }
+        // The stream broke after content reached the client: say so, in the event OpenAI's
+        // SDKs raise on, rather than end it as if the answer were whole.
+        self.publish(ctx, call);
+        Some(Bytes::from_static(
+            b"event: error\ndata: {\"error\":{\"message\":\"the upstream stream ended before \
+              the answer was complete\",\"type\":\"server_error\",\"code\":\"upstream_stream_error\"}}\n\n",
+        ))
+    }
+
     fn log(&self, ctx: &mut RequestCtx, state: &mut Option<Call>) {
         // A client that went away mid-body never reached `body_end`: publish what is known.
         if ctx.ai.is_none() {

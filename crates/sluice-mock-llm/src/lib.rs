@@ -175,7 +175,16 @@ pub struct MockConfig {
     /// `x-mock-status`, for the whole server). Shared with the [`MockHandle`], which can
     /// change it while the mock runs ([`MockHandle::fail_with`]).
     pub fail_status: Arc<std::sync::atomic::AtomicU16>,
+    /// A streamed answer's fault for every request, changeable while the mock runs
+    /// ([`MockHandle::stream_fault`]): [`STREAM_CUT`] aborts the body before its first event,
+    /// [`STREAM_ERROR_FIRST`] sends an SSE `error` event and ends.
+    pub stream_fault: Arc<std::sync::atomic::AtomicU8>,
 }
+
+/// [`MockConfig::stream_fault`]: the body is cut before its first event.
+pub const STREAM_CUT: u8 = 1;
+/// [`MockConfig::stream_fault`]: the only event is an SSE `error` event.
+pub const STREAM_ERROR_FIRST: u8 = 2;
 
 /// One request as the mock received it, before it answered.
 #[derive(Clone, Debug)]
@@ -205,6 +214,7 @@ pub struct MockHandle {
     pub addr: SocketAddr,
     log: RequestLog,
     fail_status: Arc<std::sync::atomic::AtomicU16>,
+    stream_fault: Arc<std::sync::atomic::AtomicU8>,
     task: JoinHandle<()>,
 }
 
@@ -215,6 +225,7 @@ pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
     let addr = listener.local_addr()?;
     let log = RequestLog::new();
     let fail_status = config.fail_status.clone();
+    let stream_fault = config.stream_fault.clone();
     let app = router(config, Some(log.clone()));
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
@@ -225,6 +236,7 @@ pub async fn start(config: MockConfig) -> std::io::Result<MockHandle> {
         addr,
         log,
         fail_status,
+        stream_fault,
         task,
     })
 }
@@ -320,6 +332,13 @@ impl MockHandle {
     pub fn fail_with(&self, status: Option<u16>) {
         self.fail_status
             .store(status.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on, streamed answers have this fault ([`STREAM_CUT`], [`STREAM_ERROR_FIRST`],
+    /// or 0 for none).
+    pub fn stream_fault(&self, fault: u8) {
+        self.stream_fault
+            .store(fault, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:<port>`, without a trailing slash.

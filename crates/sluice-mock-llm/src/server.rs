@@ -290,13 +290,18 @@ impl Shared {
 impl Knobs {
     fn from_headers(headers: &HeaderMap, config: &MockConfig) -> Self {
         let millis = |name: &str| header_u64(headers, name).map(Duration::from_millis);
+        let fault = config
+            .stream_fault
+            .load(std::sync::atomic::Ordering::SeqCst);
         Self {
             latency: millis("x-mock-latency-ms").unwrap_or(config.latency),
             pacing: Pacing {
                 gap: millis("x-mock-chunk-gap-ms").unwrap_or(config.chunk_gap),
                 hold: millis("x-mock-hold-ms").unwrap_or_default(),
                 cut_after: header_u64(headers, "x-mock-cut-after")
-                    .map(|count| usize::try_from(count).unwrap_or(usize::MAX)),
+                    .map(|count| usize::try_from(count).unwrap_or(usize::MAX))
+                    .or((fault == crate::STREAM_CUT).then_some(0)),
+                error_first: fault == crate::STREAM_ERROR_FIRST,
             },
             status: header_u64(headers, "x-mock-status")
                 .and_then(|code| u16::try_from(code).ok())

@@ -30,6 +30,8 @@ pub(crate) struct Pacing {
     pub(crate) hold: Duration,
     /// Send this many frames, then abort the body.
     pub(crate) cut_after: Option<usize>,
+    /// Send one SSE `error` event instead of the answer, and end.
+    pub(crate) error_first: bool,
 }
 
 /// The response body's side of the channel.
@@ -72,6 +74,12 @@ pub(crate) fn response(frames: Vec<Bytes>, pacing: Pacing) -> Response {
 
 /// Sends the frames with the pacing's waits; on a cut, sends an error instead of the rest.
 async fn produce(frames: Vec<Bytes>, pacing: Pacing, tx: mpsc::Sender<Result<Bytes, io::Error>>) {
+    if pacing.error_first {
+        let event = "event: error\ndata: {\"error\":{\"message\":\"The server had an error while \
+                     processing your request.\",\"type\":\"server_error\"}}\n\n";
+        let _ = tx.send(Ok(Bytes::from_static(event.as_bytes()))).await;
+        return;
+    }
     for (index, frame) in frames.into_iter().enumerate() {
         if pacing.cut_after == Some(index) {
             let cut = io::Error::new(io::ErrorKind::ConnectionAborted, "x-mock-cut-after");

@@ -62,6 +62,20 @@ pub enum Outcome {
     ConnectFailed,
     /// The request was sent and no valid response came back.
     Failed,
+    /// A streamed answer failed before anything reached the client (cut, an error event, or
+    /// the end before any content), as the balancing plugin's [`Plugin::stream_start`] judged.
+    StreamFailed,
+}
+
+/// What the start of a streamed answer shows, to a plugin that balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart {
+    /// Not decided yet: read more before anything goes to the client.
+    Wait,
+    /// Content has begun: send what was read, then the rest.
+    Commit,
+    /// The stream failed before any content: try another upstream.
+    Fail,
 }
 
 /// How logs and metrics name a route and its service (Kong's exporter labels): the route's
@@ -307,6 +321,13 @@ pub trait Plugin: Send + Sync + 'static {
         false
     }
 
+    /// For a plugin that balances: the start of a streamed (SSE) answer, everything read so
+    /// far. The proxy holds the body back while this says `Wait`; `ended` is set once the
+    /// upstream body ended (or failed).
+    fn stream_start(&self, _read: &[u8], _ended: bool, _state: &Self::State) -> StreamStart {
+        StreamStart::Commit
+    }
+
     /// Whether the gateway's own errors on this plugin's routes (upstream refused or timed
     /// out, no upstream) use OpenAI's `{"error": {"message", "type", "code"}}` shape instead
     /// of Kong's `{"message"}`: the clients of an AI route are OpenAI SDKs.
@@ -322,6 +343,13 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The response body ended; may emit a last chunk.
     fn body_end(&self, _ctx: &mut RequestCtx, _state: &mut Self::State) -> Option<Bytes> {
+        None
+    }
+
+    /// The upstream body failed midway (cut, or the read timeout). A plugin may return a last
+    /// chunk that tells the client so in its own terms (an SSE `error` event); the body then
+    /// ends there instead of being cut.
+    fn body_error(&self, _ctx: &mut RequestCtx, _state: &mut Self::State) -> Option<Bytes> {
         None
     }
 
@@ -341,6 +369,7 @@ pub trait PluginHandler: Send + Sync + 'static {
     fn has_body_filter(&self) -> bool;
     fn openai_errors(&self) -> bool;
     fn balances(&self) -> bool;
+    fn stream_start(&self, read: &[u8], ended: bool, state: &PluginState) -> StreamStart;
     async fn retry(
         &self,
         outcome: Outcome,
@@ -370,6 +399,7 @@ pub trait PluginHandler: Send + Sync + 'static {
     );
     fn body_filter(&self, chunk: Bytes, ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes;
     fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
+    fn body_error(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
     fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState);
 }
 
@@ -421,6 +451,10 @@ impl<P: Plugin> PluginHandler for Erased<P> {
 
     fn balances(&self) -> bool {
         self.0.balances()
+    }
+
+    fn stream_start(&self, read: &[u8], ended: bool, state: &PluginState) -> StreamStart {
+        self.0.stream_start(read, ended, state.typed())
     }
 
     async fn retry(
@@ -475,6 +509,10 @@ impl<P: Plugin> PluginHandler for Erased<P> {
 
     fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
         self.0.body_end(ctx, state.typed_mut())
+    }
+
+    fn body_error(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
+        self.0.body_error(ctx, state.typed_mut())
     }
 
     fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState) {

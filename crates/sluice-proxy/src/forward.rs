@@ -20,6 +20,9 @@ pub enum ForwardError {
     Connect(#[source] hyper_util::client::legacy::Error),
     #[error("upstream request failed: {}", chain(.0))]
     Failed(#[source] hyper_util::client::legacy::Error),
+    /// A streamed answer failed before its content began (judged by a balancing plugin).
+    #[error("upstream stream failed before its first content")]
+    StreamFailed,
     /// Names scheme, host and path only: a query may carry a provider key.
     #[error("invalid upstream uri {target}")]
     Uri {

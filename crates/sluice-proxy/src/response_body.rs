@@ -86,6 +86,22 @@ impl ResponseBody {
         self.tail.reverse(); // popped from the back
     }
 
+    /// The upstream body failed: the plugins' last words for the client (an SSE error event
+    /// on an AI stream), if any. With some, the body ends after them instead of being cut.
+    fn failed(&mut self) -> bool {
+        let Some(phases) = self.phases.as_deref_mut() else {
+            return false;
+        };
+        for (handler, state) in phases.chain.handlers.iter().zip(phases.states.iter_mut()) {
+            if let Some(chunk) = handler.body_error(&mut phases.ctx, state) {
+                phases.ctx.response_bytes += chunk.len() as u64;
+                self.tail.push(chunk);
+            }
+        }
+        self.tail.reverse();
+        !self.tail.is_empty()
+    }
+
     fn log(&mut self) {
         if let Some(mut phases) = self.phases.take() {
             run_log(&mut phases);
@@ -139,6 +155,9 @@ impl HttpBody for ResponseBody {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.ended = true;
+                    if this.failed() {
+                        continue; // the tail is sent, then the body ends
+                    }
                     this.log();
                     return Poll::Ready(Some(Err(error)));
                 }
@@ -153,6 +172,9 @@ impl HttpBody for ResponseBody {
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(read_timeout)));
                     if sleep.as_mut().poll(cx).is_ready() {
                         this.ended = true;
+                        if this.failed() {
+                            continue;
+                        }
                         this.log();
                         return Poll::Ready(Some(Err(Box::new(ReadTimeout(this.read_timeout)))));
                     }
@@ -178,5 +200,41 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         // The client went away mid-body: the log phase still runs, once.
         self.log();
+    }
+}
+
+/// A body that sends `prefix` first, then `inner`: the start of a stream a balancing plugin
+/// read before committing to it.
+pub struct Prefixed {
+    prefix: std::collections::VecDeque<Bytes>,
+    inner: Body,
+}
+
+impl Prefixed {
+    pub fn new(prefix: Vec<Bytes>, inner: Body) -> Self {
+        Self {
+            prefix: prefix.into(),
+            inner,
+        }
+    }
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(chunk) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.inner.is_end_stream()
     }
 }

@@ -84,6 +84,9 @@ struct Session<'a> {
     ctx: RequestCtx,
     /// Parallel to `chain`.
     states: Vec<PluginState>,
+    /// The start of a streamed answer a balancing plugin had read before committing to it;
+    /// sent ahead of the rest of the body.
+    prefetched: Vec<Bytes>,
 }
 
 /// A response that ends the request early; the phase that made it already finished it.
@@ -133,6 +136,16 @@ pub(crate) async fn handle(
         }
     }
     session.response(response).await
+}
+
+/// Whether the response is a server-sent event stream.
+fn is_event_stream(response: &http::Response<Incoming>) -> bool {
+    response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 /// What Kong counts as the request's length (nginx's `$request_length`): the request line,
@@ -444,6 +457,7 @@ impl<'a> Session<'a> {
             chain,
             ctx,
             states,
+            prefetched: Vec::new(),
         }
     }
 
@@ -561,13 +575,34 @@ impl<'a> Session<'a> {
             let Some(index) = balancer else {
                 return self.upstream_result(result);
             };
-            let outcome = match &result {
-                Ok(response) => Outcome::Status(response.status().as_u16()),
-                Err(ForwardError::Timeout) => Outcome::Timeout,
-                Err(ForwardError::Connect(_)) => Outcome::ConnectFailed,
-                Err(_) => Outcome::Failed,
-            };
             let handler = self.chain.handlers[index].clone();
+            let (result, outcome) = match result {
+                Ok(response) if is_event_stream(&response) => {
+                    // A stream can still fail before anything reaches the client.
+                    match self.prefetch(&handler, index, response).await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            (Ok(response), Outcome::Status(status))
+                        }
+                        Err(()) => {
+                            let failed = Err(ForwardError::StreamFailed);
+                            (failed, Outcome::StreamFailed)
+                        }
+                    }
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (Ok(response), Outcome::Status(status))
+                }
+                Err(error) => {
+                    let outcome = match &error {
+                        ForwardError::Timeout => Outcome::Timeout,
+                        ForwardError::Connect(_) => Outcome::ConnectFailed,
+                        _ => Outcome::Failed,
+                    };
+                    (Err(error), outcome)
+                }
+            };
             match handler
                 .retry(outcome, &mut self.ctx, &mut self.states[index])
                 .await
@@ -618,6 +653,56 @@ impl<'a> Session<'a> {
         let result = attempt.send(parts, body).await;
         self.ctx.upstream_latency = Some(sent_at.elapsed());
         Some(result)
+    }
+
+    /// Reads the start of a streamed answer until the balancing plugin commits to it (kept
+    /// in `prefetched`) or finds it failed (`Err`: another target may be tried).
+    async fn prefetch(
+        &mut self,
+        handler: &Arc<dyn sluice_plugin::PluginHandler>,
+        index: usize,
+        response: http::Response<Incoming>,
+    ) -> Result<http::Response<Incoming>, ()> {
+        use sluice_plugin::StreamStart;
+        let read_timeout = self
+            .ctx
+            .upstream
+            .as_ref()
+            .and_then(|u| u.timeout)
+            .unwrap_or_else(|| self.read_timeout());
+        let (parts, mut body) = response.into_parts();
+        let mut read: Vec<u8> = Vec::new();
+        self.prefetched.clear();
+        loop {
+            let frame = tokio::time::timeout(read_timeout, body.frame()).await;
+            let (chunk, ended) = match frame {
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => (Some(data), false),
+                    Err(_) => (None, false), // trailers: nothing to judge
+                },
+                Ok(None) => (None, true),
+                Ok(Some(Err(_))) | Err(_) => (None, true),
+            };
+            if let Some(chunk) = chunk {
+                read.extend_from_slice(&chunk);
+                self.prefetched.push(chunk);
+            }
+            match handler.stream_start(&read, ended, &self.states[index]) {
+                StreamStart::Commit => {
+                    // What was not read yet still streams; an ended body has nothing more.
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                StreamStart::Fail => {
+                    self.prefetched.clear();
+                    return Err(());
+                }
+                StreamStart::Wait if ended => {
+                    self.prefetched.clear();
+                    return Err(());
+                }
+                StreamStart::Wait => {}
+            }
+        }
     }
 
     // Answered is the response itself, moved once to the client (see `route`).
@@ -679,8 +764,14 @@ impl<'a> Session<'a> {
             // A filter may change the length; let hyper frame the body.
             parts.headers.remove(header::CONTENT_LENGTH);
         }
+        let prefetched = std::mem::take(&mut self.prefetched);
         let phases = self.finish(&mut parts);
         let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+        let body = if prefetched.is_empty() {
+            body
+        } else {
+            crate::response_body::Prefixed::new(prefetched, body).boxed_unsync()
+        };
         let body = ResponseBody::new(body, read_timeout, Some(Box::new(phases)));
         Response::from_parts(parts, BodyExt::boxed_unsync(body))
     }

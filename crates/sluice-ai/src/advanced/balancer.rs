@@ -97,6 +97,8 @@ impl Criteria {
             Outcome::Failed => (self.error || self.invalid_header) && idempotent,
             Outcome::Timeout => self.timeout && idempotent,
             Outcome::Status(status) => self.statuses.contains(&status) && idempotent,
+            // Nothing reached the client: as a connection error, whatever the method.
+            Outcome::StreamFailed => self.error,
         }
     }
 }
