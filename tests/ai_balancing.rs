@@ -193,7 +193,7 @@ async fn the_circuit_breaker_opens_answers_at_once_when_all_are_open_and_closes(
                 json!({"weight": 1, "description": "openai-b"}),
             ),
         ],
-        json!({"algorithm": "priority", "max_fails": 1, "fail_timeout": 300,
+        json!({"algorithm": "priority", "max_fails": 1, "fail_timeout": 1000,
                "failover_criteria": ["error", "http_503", "non_idempotent"]}),
     )
     .await;
@@ -229,6 +229,11 @@ async fn the_circuit_breaker_opens_answers_at_once_when_all_are_open_and_closes(
         let (status, served_by, _, _) = chat(&node, &[], None).await;
         if status == StatusCode::OK {
             assert_eq!(served_by, "a", "the primary again");
+            let (_, targets) = node.get("/ai/targets").await;
+            assert_eq!(
+                targets["data"][0]["targets"][0]["circuit"], "closed",
+                "{targets}"
+            );
             break;
         }
         assert!(

@@ -62,6 +62,15 @@ pub async fn metrics(State(state): State<AdminState>) -> axum::response::Respons
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// `GET /ai/targets`: ai-proxy-advanced's targets on this node (circuit, load, latency).
+pub async fn ai_targets(State(state): State<AdminState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.ai_targets() {
+        Some(value) => Json(value).into_response(),
+        None => crate::error::ApiError::NotFound.into_response(),
+    }
+}
+
 /// `GET /status`: Kong's shape, with the store's reachability and config version.
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let reachable = state.store().ping().await;

@@ -58,6 +58,7 @@ struct Inner {
     data_planes: Option<DataPlanesFn>,
     proxy_status: Option<ProxyStatusFn>,
     metrics: Option<MetricsFn>,
+    ai_targets: Option<AiTargetsFn>,
     guard: AdminGuard,
 }
 
@@ -70,6 +71,9 @@ pub type DataPlanesFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// version it serves and the entities of it that did not compile. A function, so this crate
 /// does not depend on the proxy.
 pub type ProxyStatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// ai-proxy-advanced's targets as this node sees them, for `GET /ai/targets`.
+pub type AiTargetsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Renders the node's metrics for `GET /metrics`, given whether the database answers:
 /// `(content type, exposition)`.
@@ -97,6 +101,7 @@ impl AdminState {
                 data_planes: None,
                 proxy_status: None,
                 metrics: None,
+                ai_targets: None,
                 guard: AdminGuard::default(),
             }),
         }
@@ -133,6 +138,21 @@ impl AdminState {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Serves `GET /ai/targets` (ai-proxy-advanced's balancer state).
+    pub fn with_ai_targets(self, ai_targets: AiTargetsFn) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            unreachable!("with_ai_targets is called right after new, before any clone")
+        });
+        inner.ai_targets = Some(ai_targets);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn ai_targets(&self) -> Option<serde_json::Value> {
+        self.inner.ai_targets.as_ref().map(|f| f())
     }
 
     pub fn metrics(&self) -> Option<&MetricsFn> {
@@ -198,6 +218,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(info::root))
         .route("/status", get(info::status))
         .route("/metrics", get(info::metrics))
+        .route("/ai/targets", get(info::ai_targets))
         .route("/schemas/plugins/{name}", get(info::plugin_schema))
         .route("/schemas/{entity}", get(info::entity_schema))
         .route("/schemas/{entity}/validate", post(info::validate_entity))

@@ -65,6 +65,29 @@ struct BalancerConfig {
 pub struct Factory {
     states: Arc<Mutex<HashMap<String, Arc<TargetState>>>>,
     balancers: Mutex<HashMap<String, Arc<Balancer>>>,
+    /// The targets of each plugin as last built, for [`Factory::status`].
+    current: Mutex<HashMap<uuid::Uuid, Vec<Arc<TargetState>>>>,
+}
+
+impl Factory {
+    /// Every ai-proxy-advanced plugin's targets as this node sees them: circuit, in-flight
+    /// requests, latency EWMA, tokens, requests and failures (`GET /ai/targets`).
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut plugins: Vec<(&uuid::Uuid, &Vec<Arc<TargetState>>)> = current.iter().collect();
+        plugins.sort_by_key(|(id, _)| **id);
+        let data: Vec<Value> = plugins
+            .into_iter()
+            .map(|(id, targets)| {
+                serde_json::json!({
+                    "plugin_id": id,
+                    "targets": targets.iter().map(|t| t.status(now)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "data": data })
+    }
 }
 
 struct Advanced {
@@ -170,6 +193,10 @@ impl PluginFactory for Factory {
             });
         }
         drop(states);
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.id, targets.iter().map(|t| t.state.clone()).collect());
         // The balancer (round-robin position, hash ring) is per plugin and target list.
         let balancer_key = format!("{}:{:?}:{weights:?}", plugin.id, algorithm);
         let balancer = self

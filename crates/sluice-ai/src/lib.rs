@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use sluice_plugin::Registry;
 
-/// Registers `ai-proxy` and `ai-proxy-advanced`.
-pub fn register(registry: &mut Registry) {
+/// Registers `ai-proxy` and `ai-proxy-advanced`; `balancers` is the process's, whose state
+/// [`advanced::Factory::status`] reports.
+pub fn register(registry: &mut Registry, balancers: Arc<advanced::Factory>) {
     registry.register(Arc::new(handler::Factory));
-    registry.register(Arc::new(advanced::Factory::default()));
+    registry.register(balancers);
 }

@@ -73,11 +73,17 @@ pub fn data_planes_fn(
     })
 }
 
+/// What a data plane's status listener shows besides `/status`.
+pub struct Observed {
+    pub metrics: Arc<Metrics>,
+    pub ai_targets: sluice_admin::AiTargetsFn,
+}
+
 /// A data plane: proxy, status endpoint, and the cluster client.
 pub async fn run_data_plane(
     args: StartArgs,
     live: Live,
-    metrics: Arc<Metrics>,
+    observed: Observed,
     node_id: String,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -88,6 +94,10 @@ pub async fn run_data_plane(
     let tls = tls_files(&args)?;
     std::fs::create_dir_all(&args.prefix)
         .with_context(|| format!("creating --prefix {}", args.prefix.display()))?;
+    let Observed {
+        metrics,
+        ai_targets,
+    } = observed;
     let connected: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let options = DataPlaneOptions {
         control_plane,
@@ -164,6 +174,10 @@ pub async fn run_data_plane(
             let (content_type, body) = render(None);
             std::future::ready(([(axum::http::header::CONTENT_TYPE, content_type)], body))
         }),
+    );
+    let status_app = status_app.route(
+        "/ai/targets",
+        axum::routing::get(move || std::future::ready(axum::Json(ai_targets()))),
     );
     let status_server = axum::serve(status, status_app).with_graceful_shutdown(stopped());
     let proxy_server =

@@ -7,11 +7,12 @@ use sluice_model::{SchemaLoadError, Schemas};
 use sluice_plugin::Registry;
 use sluice_proxy::WriteCheck;
 
-/// Every plugin this build can run on its data plane; `prometheus` records into `metrics`.
-pub fn registry(metrics: Arc<Metrics>) -> Registry {
+/// Every plugin this build can run on its data plane; `prometheus` records into `metrics`,
+/// `ai-proxy-advanced` keeps its targets' state in `balancers`.
+pub fn registry(metrics: Arc<Metrics>, balancers: Arc<sluice_ai::advanced::Factory>) -> Registry {
     let mut registry = Registry::default();
     sluice_plugins::register_all(&mut registry, metrics);
-    sluice_ai::register(&mut registry);
+    sluice_ai::register(&mut registry, balancers);
     registry
 }
 
@@ -23,5 +24,8 @@ pub fn schemas(registry: Arc<Registry>) -> Result<Schemas, SchemaLoadError> {
 
 /// A registry for checking files offline (`sluice validate`, `diff`): nothing records.
 pub fn offline_registry() -> Registry {
-    registry(Arc::new(Metrics::new("offline", env!("CARGO_PKG_VERSION"))))
+    registry(
+        Arc::new(Metrics::new("offline", env!("CARGO_PKG_VERSION"))),
+        Arc::default(),
+    )
 }

@@ -114,11 +114,17 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     let node_id = uuid::Uuid::new_v4().to_string();
     // Outside every config: a reload never resets a counter.
     let metrics = Arc::new(Metrics::new(node_id.clone(), env!("CARGO_PKG_VERSION")));
-    let registry = Arc::new(crate::plugins::registry(metrics.clone()));
+    let balancers: Arc<sluice_ai::advanced::Factory> = Arc::default();
+    let registry = Arc::new(crate::plugins::registry(metrics.clone(), balancers.clone()));
     let live = Live::new(registry.clone());
+    let ai_targets: sluice_admin::AiTargetsFn = Arc::new(move || balancers.status());
     if args.role == Role::DataPlane {
         let shutdown = stopped();
-        return crate::hybrid::run_data_plane(args, live, metrics, node_id, shutdown, stopped)
+        let observed = crate::hybrid::Observed {
+            metrics,
+            ai_targets,
+        };
+        return crate::hybrid::run_data_plane(args, live, observed, node_id, shutdown, stopped)
             .await;
     }
     let schemas =
@@ -194,7 +200,9 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             args.admin_allow_origin.clone(),
             args.admin_allow_host.clone(),
         ));
-    state = state.with_metrics(metrics_fn(metrics.clone()));
+    state = state
+        .with_metrics(metrics_fn(metrics.clone()))
+        .with_ai_targets(ai_targets);
     if !control_plane {
         let live = live.clone();
         state = state.with_proxy_status(Arc::new(move || {
