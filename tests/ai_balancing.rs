@@ -140,6 +140,8 @@ async fn priority_fails_over_within_one_request_and_recovers() {
             "{failure}"
         );
         assert_eq!(body["model"], "gpt-4o-mini", "the answer is the backup's");
+        let usage = &body["usage"];
+        assert!(usage["total_tokens"].as_u64() > Some(0), "{body}");
     }
     // A 400 is the caller's problem: returned as it is, never retried.
     m[0].fail_with(Some(400));
