@@ -455,3 +455,65 @@ async fn streams_fail_over_until_content_reaches_the_client() {
     assert!(text.contains("event: error"), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
 }
+
+#[tokio::test]
+async fn connection_errors_and_timeouts_fail_over_and_the_record_names_the_targets() {
+    let slow = sluice_mock_llm::start(MockConfig {
+        name: Some("slow".to_owned()),
+        latency: std::time::Duration::from_secs(3),
+        ..MockConfig::openai()
+    })
+    .await
+    .unwrap();
+    let good = mocks(&["good"]).await.remove(0);
+    // A target nobody listens on.
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let node = Sluice::start_in(common::temp_dir(), &["--log-format", "json"]).await;
+    let mut dead = target(
+        &good,
+        "gpt-4o",
+        json!({"weight": 100, "description": "dead"}),
+    );
+    dead["model"]["options"]["upstream_url"] = json!(closed);
+    balanced(
+        &node,
+        vec![
+            dead,
+            target(
+                &slow,
+                "gpt-4o",
+                json!({"weight": 50, "description": "slow"}),
+            ),
+            target(
+                &good,
+                "gpt-4o-mini",
+                json!({"weight": 1, "description": "good"}),
+            ),
+        ],
+        // Timeouts of a sent POST need non_idempotent (nginx); a refused connection does not.
+        json!({"algorithm": "priority", "failover_criteria": ["error", "timeout", "non_idempotent"],
+               "connect_timeout": 200, "write_timeout": 200, "read_timeout": 400}),
+    )
+    .await;
+    let (status, served_by, attempts, body) = chat(&node, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((served_by.as_str(), attempts.as_str()), ("good", "3"));
+    assert_eq!(
+        slow.requests().len(),
+        1,
+        "the slow target was tried and timed out"
+    );
+
+    let records = node.ai_records(1).await;
+    let meta = &records.last().expect("a log record")["ai"]["proxy"]["meta"];
+    assert_eq!(meta["attempts"], 3, "{meta}");
+    assert_eq!(
+        meta["targets_tried"],
+        json!(["dead", "slow", "good"]),
+        "{meta}"
+    );
+    assert_eq!(
+        meta["request_model"], "gpt-4o-mini",
+        "accounting is the answering target's"
+    );
+}

@@ -593,6 +593,14 @@ impl Plugin for Advanced {
             let tokens = ctx.ai.as_ref().map_or(0, |ai| ai.total_tokens);
             state.answered(took, failed, tokens, Instant::now());
         }
+        if let Some(ai) = ctx.ai.as_deref_mut() {
+            // Accounting names the targets tried; the figures are the answering target's.
+            ai.targets_tried = call
+                .tried
+                .iter()
+                .map(|i| self.targets[*i].state.name.clone())
+                .collect();
+        }
         if let Some((index, state)) = call.current.as_mut() {
             self.targets[*index].handler.log(ctx, state);
         }

@@ -514,6 +514,7 @@ impl AiProxy {
             log_statistics: self.log_statistics(),
             payload,
             request_id: ctx.request_id.clone(),
+            targets_tried: Vec::new(),
         }));
     }
 

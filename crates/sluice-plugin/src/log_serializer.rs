@@ -68,6 +68,8 @@ pub struct AiUsage {
     /// Kong's `logging.log_payloads`: the request as sent upstream and the response.
     pub payload: Option<(String, String)>,
     pub request_id: String,
+    /// ai-proxy-advanced: the targets tried for this request, the one that answered last.
+    pub targets_tried: Vec<String>,
 }
 
 /// Kong's `ai` block of the log record.
@@ -96,6 +98,11 @@ pub struct AiMeta<'a> {
     pub status: u16,
     pub stream: bool,
     pub request_id: &'a str,
+    /// ai-proxy-advanced: how many targets were tried, and which (Sluice's addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<usize>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub targets_tried: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -131,6 +138,8 @@ impl AiUsage {
                     status: self.status,
                     stream: self.stream,
                     request_id: &self.request_id,
+                    attempts: (!self.targets_tried.is_empty()).then_some(self.targets_tried.len()),
+                    targets_tried: &self.targets_tried,
                 },
                 usage: AiUsageBlock {
                     prompt_tokens: self.prompt_tokens,
