@@ -517,3 +517,104 @@ async fn connection_errors_and_timeouts_fail_over_and_the_record_names_the_targe
         "accounting is the answering target's"
     );
 }
+
+#[tokio::test]
+async fn the_whole_xai_rest_api_behind_one_route_with_the_key_injected() {
+    let mock = sluice_mock_llm::start(MockConfig::xai()).await.unwrap();
+    let node = Sluice::start_in(common::temp_dir(), &["--log-format", "json"]).await;
+    let (status, _) = node
+        .post("/routes", json!({"name": "xai", "paths": ["/xai"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = node
+        .post(
+            "/routes/xai/plugins",
+            json!({"name": "ai-proxy", "config": {
+                "route_type": "preserve",
+                "auth": {"header_name": "Authorization", "header_value": "Bearer xai-gateway"},
+                "model": {"provider": "xai", "options": {"upstream_url": mock.url()}},
+                "logging": {"log_statistics": true}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    node.wait_for_served(node.config_version().await).await;
+
+    let chat = json!({"model": "grok-4", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hello there"}]});
+    let calls: Vec<(&str, &str, Option<Value>, &str)> = vec![
+        ("POST", "/v1/messages", Some(chat.clone()), "message"),
+        (
+            "POST",
+            "/v1/complete",
+            Some(json!({"model": "grok-4", "prompt": "\n\nHuman: hi\n\nAssistant:"})),
+            "completion",
+        ),
+        (
+            "POST",
+            "/v1/tokenize-text",
+            Some(json!({"model": "grok-4", "text": "one two"})),
+            "token_ids",
+        ),
+        ("GET", "/v1/language-models", None, "models"),
+        ("GET", "/v1/language-models/grok-4", None, "grok-4"),
+        ("GET", "/v1/image-generation-models", None, "models"),
+        (
+            "GET",
+            "/v1/image-generation-models/grok-2-image",
+            None,
+            "grok-2-image",
+        ),
+        ("GET", "/v1/models/grok-4", None, "grok-4"),
+        ("GET", "/v1/api-key", None, "redacted_api_key"),
+        (
+            "GET",
+            "/v1/chat/deferred-completion/req-1",
+            None,
+            "chat.completion",
+        ),
+        ("GET", "/v1/responses/resp_1", None, "resp_1"),
+        ("DELETE", "/v1/responses/resp_1", None, "resp_1"),
+    ];
+    for (method, path, body, expect) in &calls {
+        let mut request = node
+            .through(method, &format!("/xai{path}"))
+            .header("authorization", "Bearer the-clients-own");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
+        assert!(text.contains(expect), "{method} {path}: {text}");
+        let sent = mock.last_request().unwrap();
+        assert_eq!(sent.path, *path, "the path is xAI's own");
+        assert_eq!(
+            sent.header("authorization"),
+            Some("Bearer xai-gateway"),
+            "{path}"
+        );
+    }
+    // Usage is counted wherever the answer carries it: Anthropic-format messages
+    // (input/output tokens) and the deferred chat completion.
+    let records = node.ai_records(calls.len()).await;
+    let usages: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            r["ai"]["proxy"]["usage"]["total_tokens"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(usages[0] > 0, "messages: {:?}", records[0]);
+    assert_eq!(
+        records[0]["ai"]["proxy"]["usage"]["prompt_tokens"], 2,
+        "{:?}",
+        records[0]
+    );
+    assert!(usages[9] > 0, "deferred completion: {:?}", records[9]);
+    assert!(
+        !node.logs().contains("xai-gateway"),
+        "the key is never logged"
+    );
+}

@@ -62,7 +62,13 @@ pub struct Call {
     response_payload: Vec<u8>,
     translate_error: bool,
     error_buffer: Vec<u8>,
+    /// `preserve`: a whole JSON answer is read as it streams by, for its usage (whatever
+    /// endpoint it came from: chat, Anthropic-format messages, deferred completions).
+    usage_body: Option<Vec<u8>>,
 }
+
+/// The most of a `preserve` answer read for its usage; a longer one is passed on uncounted.
+const USAGE_BODY_LIMIT: usize = 1 << 20;
 
 // === impl Factory ===
 
@@ -661,6 +667,9 @@ impl Plugin for AiProxy {
             return flow;
         }
         call.sent_at = Some(Instant::now());
+        if self.config.route_type == RouteType::Preserve {
+            call.usage_body = Some(Vec::new());
+        }
         *state = Some(call);
         Flow::Continue
     }
@@ -744,6 +753,15 @@ impl Plugin for AiProxy {
             if call.first_token.is_none() {
                 call.first_token = call.sent_at.map(|t| t.elapsed());
             }
+            if call.status == 200 {
+                if let Some(body) = call.usage_body.as_mut() {
+                    if body.len() + chunk.len() <= USAGE_BODY_LIMIT {
+                        body.extend_from_slice(&chunk);
+                    } else {
+                        call.usage_body = None;
+                    }
+                }
+            }
             return chunk;
         }
         let events = call.parser.feed(chunk);
@@ -785,6 +803,16 @@ impl Plugin for AiProxy {
         } else {
             call.parser.finish()
         };
+        if let Some(body) = call.usage_body.take() {
+            if let Ok(answer) = serde_json::from_slice::<Answer>(&body) {
+                if let Some(usage) = &answer.usage {
+                    self.record_usage(call, usage);
+                }
+                if let Some(model) = answer.model {
+                    call.response_model = Some(model);
+                }
+            }
+        }
         self.publish(ctx, call);
         last
     }

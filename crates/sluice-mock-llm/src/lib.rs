@@ -32,6 +32,17 @@
 //! | `POST`/`GET /v1/assistants` | yes | no | `assistant` objects; needs `OpenAI-Beta: assistants=v2`, else 400 |
 //! | `POST /v1/videos`, `POST /v1/videos/generations`, `GET /v1/videos/{id}` | yes | no | a `video` job object |
 //! | `GET /v1/models`, `GET /v1/models/{id}` | yes | yes | the flavor's model list |
+//! | `POST /v1/messages` (Anthropic format) | no | yes | a `message` with `usage {input_tokens, output_tokens}` |
+//! | `POST /v1/complete` (Anthropic legacy) | no | yes | a `completion` |
+//! | `POST /v1/tokenize-text` | no | yes | `{token_ids: [...]}`, one per word |
+//! | `GET /v1/language-models[/{id}]`, `/v1/image-generation-models[/{id}]` | no | yes | xAI's model objects |
+//! | `GET /v1/api-key` | no | yes | the key's (redacted) description |
+//! | `GET /v1/chat/deferred-completion/{id}` | no | yes | a `chat.completion` with usage |
+//!
+//! Server-wide faults for failover tests: [`MockConfig::fail_status`] (every request answers
+//! that status) and [`MockConfig::stream_fault`] (a stream cut before its first event, or an
+//! SSE `error` event first), both switchable while the mock runs through [`MockHandle`];
+//! [`MockConfig::name`] is sent back as `x-mock-name`.
 //!
 //! Anything else is a 404 in the flavor's error shape. Bodies up to [`MAX_BODY_BYTES`] are read.
 //!

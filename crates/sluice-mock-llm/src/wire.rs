@@ -81,7 +81,7 @@ pub(crate) fn route(ctx: &Ctx<'_>) -> Answer {
         (&Method::POST, ["v1", "images", "generations"]) => images(ctx, false),
         (&Method::GET, ["v1", "models"]) => Ok(models(ctx)),
         (&Method::GET, ["v1", "models", id]) => model(ctx, id),
-        _ if !openai => Err(ctx.not_found()),
+        _ if !openai => xai_only(ctx, &segments),
         (&Method::POST, ["v1", "embeddings"]) => embeddings(ctx),
         (&Method::POST, ["v1", "images", "edits"]) => images(ctx, true),
         (&Method::POST, ["v1", "audio", "speech"]) => speech(ctx),
@@ -752,6 +752,97 @@ fn models(ctx: &Ctx<'_>) -> Response {
     let (ids, owner) = catalog(ctx.flavor);
     let data: Vec<Value> = ids.iter().map(|id| model_object(id, owner)).collect();
     json_ok(json!({"object": "list", "data": data}))
+}
+
+/// xAI's endpoints beyond the OpenAI-compatible ones (docs.x.ai's REST reference).
+fn xai_only(ctx: &Ctx<'_>, segments: &[&str]) -> Answer {
+    match (ctx.method, segments) {
+        (&Method::POST, ["v1", "messages"]) => anthropic_messages(ctx),
+        (&Method::POST, ["v1", "complete"]) => anthropic_complete(ctx),
+        (&Method::POST, ["v1", "tokenize-text"]) => tokenize(ctx),
+        (&Method::GET, ["v1", "language-models"]) => Ok(json_ok(json!({
+            "models": XAI_MODELS.iter().filter(|m| !m.contains("image")).map(|m| language_model(m)).collect::<Vec<_>>(),
+        }))),
+        (&Method::GET, ["v1", "language-models", id]) if XAI_MODELS.contains(id) => {
+            Ok(json_ok(language_model(id)))
+        }
+        (&Method::GET, ["v1", "image-generation-models"]) => Ok(json_ok(json!({
+            "models": XAI_MODELS.iter().filter(|m| m.contains("image")).map(|m| language_model(m)).collect::<Vec<_>>(),
+        }))),
+        (&Method::GET, ["v1", "image-generation-models", id]) if id.contains("image") => {
+            Ok(json_ok(language_model(id)))
+        }
+        (&Method::GET, ["v1", "api-key"]) => Ok(json_ok(json!({
+            "redacted_api_key": "xai-****", "user_id": "mock-user", "name": "mock key",
+            "create_time": "2026-01-01T00:00:00Z", "modify_time": "2026-01-01T00:00:00Z",
+            "modified_by": "mock-user", "team_id": "mock-team", "acls": ["api-key:endpoint:*"],
+            "api_key_id": "mock-key-id", "team_blocked": false, "api_key_blocked": false,
+            "api_key_disabled": false,
+        }))),
+        (&Method::GET, ["v1", "chat", "deferred-completion", id]) => {
+            let reply = ctx.reply(None);
+            Ok(json_ok(json!({
+                "id": id, "object": "chat.completion", "created": now(), "model": "grok-4",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text()},
+                    "finish_reason": "stop"}],
+                "usage": chat_usage(ctx.flavor, 1, reply.tokens()),
+            })))
+        }
+        _ => Err(ctx.not_found()),
+    }
+}
+
+/// `POST /v1/messages` in Anthropic's format (xAI serves it for Anthropic SDKs).
+fn anthropic_messages(ctx: &Ctx<'_>) -> Answer {
+    let body = ctx.json()?;
+    let messages = body
+        .get("messages")
+        .filter(|m| m.is_array())
+        .ok_or_else(|| ctx.missing("messages"))?;
+    let model = model_of(&body, "grok-4");
+    let reply = ctx.reply(body.get("max_tokens").and_then(Value::as_u64));
+    Ok(json_ok(json!({
+        "id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": reply.text()}],
+        "stop_reason": if reply.truncated { "max_tokens" } else { "end_turn" },
+        "stop_sequence": null,
+        "usage": {"input_tokens": count_words(messages), "output_tokens": reply.tokens()},
+    })))
+}
+
+/// `POST /v1/complete`: Anthropic's legacy text completions.
+fn anthropic_complete(ctx: &Ctx<'_>) -> Answer {
+    let body = ctx.json()?;
+    body.get("prompt")
+        .filter(|p| p.is_string())
+        .ok_or_else(|| ctx.missing("prompt"))?;
+    let reply = ctx.reply(body.get("max_tokens_to_sample").and_then(Value::as_u64));
+    Ok(json_ok(json!({
+        "type": "completion", "id": new_id("compl_"), "completion": reply.text(),
+        "stop_reason": "stop_sequence", "model": model_of(&body, "grok-4"),
+    })))
+}
+
+/// `POST /v1/tokenize-text`: one token per word.
+fn tokenize(ctx: &Ctx<'_>) -> Answer {
+    let body = ctx.json()?;
+    let text = body
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ctx.missing("text"))?;
+    let tokens: Vec<Value> = text
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, word)| json!({"token_id": i + 1, "string_token": word, "token_bytes": word.as_bytes()}))
+        .collect();
+    Ok(json_ok(json!({"token_ids": tokens})))
+}
+
+fn language_model(id: &str) -> Value {
+    json!({"id": id, "fingerprint": "fp_mock", "created": MODEL_CREATED, "object": "model",
+        "owned_by": "xai", "version": "1.0", "input_modalities": ["text"],
+        "output_modalities": [if id.contains("image") { "image" } else { "text" }],
+        "prompt_text_token_price": 0, "completion_text_token_price": 0, "aliases": []})
 }
 
 /// `GET /v1/models/{id}`: only models of the catalog exist.
