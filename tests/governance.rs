@@ -100,33 +100,22 @@ async fn ai_route(node: &Sluice, mock: &sluice_mock_llm::MockHandle, extra: &[Va
 
 /// A chat as `who`; returns the status and the usage the provider reported to the client.
 async fn chat(node: &Sluice, who: &str, stream: bool) -> (StatusCode, Value) {
-    let mut body = json!({"messages": [{"role": "user", "content": format!("hello from {who}")}]});
-    if stream {
-        body["stream"] = json!(true);
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    let response = node
-        .through("POST", "/chat")
-        .header("apikey", format!("{who}-key"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
+    let (status, _, text) = chat_raw(node, who, stream).await;
     if !stream {
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         return (status, body["usage"].clone());
     }
-    // The usage chunk is the last `data:` before `[DONE]`.
-    let usage = text
-        .lines()
+    (status, stream_usage(&text))
+}
+
+/// The usage chunk of a streamed answer: the last `data:` event with a `usage` object.
+fn stream_usage(text: &str) -> Value {
+    text.lines()
         .filter_map(|line| line.strip_prefix("data: "))
         .filter_map(|data| serde_json::from_str::<Value>(data).ok())
         .rfind(|event| event["usage"].is_object())
         .map(|event| event["usage"].clone())
-        .unwrap_or(Value::Null);
-    (status, usage)
+        .unwrap_or(Value::Null)
 }
 
 const ALL_METRICS: &str = r#"{"name": "prometheus", "config": {"per_consumer": true,
@@ -373,12 +362,7 @@ async fn file_log_and_http_log_records_carry_the_usage() {
         assert_eq!(response.status(), StatusCode::OK);
         let text = response.text().await.unwrap();
         let usage = if stream {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-                .rfind(|e| e["usage"].is_object())
-                .unwrap()["usage"]
-                .clone()
+            stream_usage(&text)
         } else {
             serde_json::from_str::<Value>(&text).unwrap()["usage"].clone()
         };

@@ -482,6 +482,76 @@ impl Handler {
         }
     }
 
+    /// One budget against its (current, previous) window counts: its headers, and
+    /// `Some((reset, retry_after))` when it is already over its limit (Kong refuses only
+    /// then, so the request that crosses a budget completes).
+    fn judge(
+        &self,
+        budget: &Budget,
+        (current, previous): (f64, f64),
+        now: u64,
+        headers: &mut Vec<(HeaderName, HeaderValue)>,
+    ) -> Option<(u64, u64)> {
+        let elapsed = now % budget.window;
+        // Sliding: the previous window weighs as much as it overlaps the last `window` s.
+        let weight = if self.sliding {
+            (budget.window - elapsed) as f64 / budget.window as f64
+        } else {
+            0.0
+        };
+        let rate = current + previous * weight;
+        let remaining = (budget.limit - rate).max(0.0);
+        let remaining = match self.strategy {
+            TokenStrategy::Cost => remaining,
+            _ => remaining.floor(),
+        };
+        let value = |v: f64| HeaderValue::from_str(&format_number(v)).ok();
+        if !self.hide_client_headers {
+            push(
+                headers,
+                "x-ai-ratelimit-limit-",
+                &budget.suffix,
+                value(budget.limit),
+            );
+            push(
+                headers,
+                "x-ai-ratelimit-remaining-",
+                &budget.suffix,
+                value(remaining),
+            );
+        }
+        if rate <= budget.limit {
+            return None;
+        }
+        let mut reset = (budget.window - elapsed).max(1) as f64;
+        if self.sliding {
+            let over = (rate - budget.limit) / (rate + budget.limit);
+            reset = (reset + over.max(0.0) * budget.window as f64).ceil();
+        }
+        let reset = reset as u64;
+        let jitter = if self.jitter_max > 0 {
+            (uuid::Uuid::new_v4().as_u128() % u128::from(self.jitter_max + 1)) as u64
+        } else {
+            0
+        };
+        let retry = reset + jitter;
+        if !self.hide_client_headers {
+            push(
+                headers,
+                "x-ai-ratelimit-reset-",
+                &budget.suffix,
+                Some(reset.into()),
+            );
+            push(
+                headers,
+                "x-ai-ratelimit-retry-after-",
+                &budget.suffix,
+                Some(retry.into()),
+            );
+        }
+        Some((reset, retry))
+    }
+
     fn refusal(&self, denied: &[&str], headers: Vec<(HeaderName, HeaderValue)>) -> Flow {
         let message = if self.hide_providers {
             self.error_message.clone()
@@ -530,61 +600,8 @@ impl Plugin for Handler {
         let mut headers = Vec::new();
         let mut denied: Vec<&str> = Vec::new();
         let (mut reset_max, mut retry_max) = (0u64, 0u64);
-        for (budget, (current, previous)) in self.budgets.iter().zip(counts) {
-            let elapsed = now % budget.window;
-            let weight = if self.sliding {
-                (budget.window - elapsed) as f64 / budget.window as f64
-            } else {
-                0.0
-            };
-            let rate = current + previous * weight;
-            let remaining = (budget.limit - rate).max(0.0);
-            let remaining = match self.strategy {
-                TokenStrategy::Cost => remaining,
-                _ => remaining.floor(),
-            };
-            let value = |v: f64| HeaderValue::from_str(&format_number(v)).ok();
-            if !self.hide_client_headers {
-                push(
-                    &mut headers,
-                    "x-ai-ratelimit-limit-",
-                    &budget.suffix,
-                    value(budget.limit),
-                );
-                push(
-                    &mut headers,
-                    "x-ai-ratelimit-remaining-",
-                    &budget.suffix,
-                    value(remaining),
-                );
-            }
-            if rate > budget.limit {
-                let mut reset = (budget.window - elapsed).max(1) as f64;
-                if self.sliding {
-                    let over = (rate - budget.limit) / (rate + budget.limit);
-                    reset = (reset + over.max(0.0) * budget.window as f64).ceil();
-                }
-                let reset = reset as u64;
-                let jitter = if self.jitter_max > 0 {
-                    (uuid::Uuid::new_v4().as_u128() % u128::from(self.jitter_max + 1)) as u64
-                } else {
-                    0
-                };
-                let retry = reset + jitter;
-                if !self.hide_client_headers {
-                    push(
-                        &mut headers,
-                        "x-ai-ratelimit-reset-",
-                        &budget.suffix,
-                        Some(reset.into()),
-                    );
-                    push(
-                        &mut headers,
-                        "x-ai-ratelimit-retry-after-",
-                        &budget.suffix,
-                        Some(retry.into()),
-                    );
-                }
+        for (budget, counts) in self.budgets.iter().zip(counts) {
+            if let Some((reset, retry)) = self.judge(budget, counts, now, &mut headers) {
                 reset_max = reset_max.max(reset);
                 retry_max = retry_max.max(retry);
                 if !denied.contains(&budget.provider.as_str()) {

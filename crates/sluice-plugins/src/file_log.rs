@@ -15,15 +15,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use sluice_metrics::Metrics;
-use sluice_plugin::{
-    erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
-    ProxyRequest, RequestCtx,
-};
+use sluice_plugin::{erase, typed_config, PluginBuildError, PluginFactory, PluginHandler};
 
-use crate::log_capture::{refuse_lua, Captured};
+use crate::log_capture::{refuse_lua, LogPlugin, Sink};
 
 const PRIORITY: i64 = 9;
 /// Lines waiting for a file's writer before new ones are dropped.
@@ -107,48 +103,21 @@ impl PluginFactory for Factory {
                 writer
             }
         };
-        Ok(erase(Handler {
+        Ok(erase(LogPlugin(Handler {
             writer,
             metrics: self.metrics.clone(),
-        }))
+        })))
     }
 }
 
 // === impl Handler ===
 
-#[async_trait]
-impl Plugin for Handler {
-    type State = Captured;
+impl Sink for Handler {
+    const NAME: &'static str = "file-log";
+    const PRIORITY: i64 = PRIORITY;
 
-    fn name(&self) -> &'static str {
-        "file-log"
-    }
-
-    fn priority(&self) -> i64 {
-        PRIORITY
-    }
-
-    async fn access(
-        &self,
-        request: &mut ProxyRequest,
-        _ctx: &mut RequestCtx,
-        state: &mut Captured,
-    ) -> Flow {
-        state.request(&request.parts.headers);
-        Flow::Continue
-    }
-
-    fn header_filter(
-        &self,
-        response: &mut http::response::Parts,
-        _ctx: &mut RequestCtx,
-        state: &mut Captured,
-    ) {
-        state.response(&response.headers);
-    }
-
-    fn log(&self, ctx: &mut RequestCtx, state: &mut Captured) {
-        let mut line = state.record(ctx);
+    fn ship(&self, record: Vec<u8>) {
+        let mut line = record;
         line.push(b'\n');
         self.writer.start();
         match self.writer.lines.try_send(line) {

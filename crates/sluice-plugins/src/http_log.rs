@@ -16,16 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use serde::Deserialize;
 use sluice_metrics::Metrics;
-use sluice_plugin::{
-    erase, typed_config, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
-    ProxyRequest, RequestCtx,
-};
+use sluice_plugin::{erase, typed_config, PluginBuildError, PluginFactory, PluginHandler};
 
-use crate::log_capture::{refuse_lua, Captured};
+use crate::log_capture::{refuse_lua, LogPlugin, Sink};
 use queue::{Queue, QueueConfig, Sender};
 
 const PRIORITY: i64 = 12;
@@ -117,7 +113,7 @@ impl PluginFactory for Factory {
                 queue
             }
         };
-        Ok(erase(Handler { queue }))
+        Ok(erase(LogPlugin(Handler { queue })))
     }
 }
 
@@ -208,38 +204,11 @@ fn sender(plugin: &sluice_model::Plugin, config: &Config) -> Result<Sender, Plug
 
 // === impl Handler ===
 
-#[async_trait]
-impl Plugin for Handler {
-    type State = Captured;
+impl Sink for Handler {
+    const NAME: &'static str = "http-log";
+    const PRIORITY: i64 = PRIORITY;
 
-    fn name(&self) -> &'static str {
-        "http-log"
-    }
-
-    fn priority(&self) -> i64 {
-        PRIORITY
-    }
-
-    async fn access(
-        &self,
-        request: &mut ProxyRequest,
-        _ctx: &mut RequestCtx,
-        state: &mut Captured,
-    ) -> Flow {
-        state.request(&request.parts.headers);
-        Flow::Continue
-    }
-
-    fn header_filter(
-        &self,
-        response: &mut http::response::Parts,
-        _ctx: &mut RequestCtx,
-        state: &mut Captured,
-    ) {
-        state.response(&response.headers);
-    }
-
-    fn log(&self, ctx: &mut RequestCtx, state: &mut Captured) {
-        self.queue.push(state.record(ctx));
+    fn ship(&self, record: Vec<u8>) {
+        self.queue.push(record);
     }
 }

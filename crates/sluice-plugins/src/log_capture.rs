@@ -2,9 +2,57 @@
 //! `access`, after the auth plugins ran, as Kong's serializer sees them) and the response
 //! headers (in `header_filter`). Only routes with a log plugin pay for the copies.
 
+use async_trait::async_trait;
 use http::HeaderMap;
 use sluice_plugin::log_serializer;
-use sluice_plugin::RequestCtx;
+use sluice_plugin::{Flow, Plugin, ProxyRequest, RequestCtx};
+
+/// Where a log plugin sends each record: the one part http-log and file-log do not share.
+pub trait Sink: Send + Sync + 'static {
+    const NAME: &'static str;
+    const PRIORITY: i64;
+    /// One record (Kong's log serializer JSON), from the log phase: must not wait.
+    fn ship(&self, record: Vec<u8>);
+}
+
+/// A log plugin: copies the headers in its phases and ships the record in `log`.
+pub struct LogPlugin<S>(pub S);
+
+#[async_trait]
+impl<S: Sink> Plugin for LogPlugin<S> {
+    type State = Captured;
+
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn priority(&self) -> i64 {
+        S::PRIORITY
+    }
+
+    async fn access(
+        &self,
+        request: &mut ProxyRequest,
+        _ctx: &mut RequestCtx,
+        state: &mut Captured,
+    ) -> Flow {
+        state.request(&request.parts.headers);
+        Flow::Continue
+    }
+
+    fn header_filter(
+        &self,
+        response: &mut http::response::Parts,
+        _ctx: &mut RequestCtx,
+        state: &mut Captured,
+    ) {
+        state.response(&response.headers);
+    }
+
+    fn log(&self, ctx: &mut RequestCtx, state: &mut Captured) {
+        self.0.ship(state.record(ctx));
+    }
+}
 
 /// One request's copies.
 #[derive(Default)]
