@@ -532,3 +532,38 @@ async fn unique_and_foreign_key_violations_in_kongs_words() {
     assert_eq!(kong.count("routes").await, 0);
     assert_eq!(kong.count("services").await, 1);
 }
+
+/// Kong's `GET /consumers?custom_id=` (kong/api/routes/consumers.lua, Kong 3.10): the one
+/// consumer with it, not the whole list a script would take `data[0]` of.
+#[tokio::test]
+async fn consumers_are_found_by_custom_id() {
+    let kong = Sluice::start().await;
+    for (username, custom_id) in [("alice", "a-1"), ("bob", "b-2")] {
+        let (status, body) = kong
+            .post(
+                "/consumers",
+                serde_json::json!({"username": username, "custom_id": custom_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = kong.get("/consumers?custom_id=b-2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["data"][0]["username"], "bob");
+    assert!(body["next"].is_null());
+    let (status, body) = kong.get("/consumers?custom_id=nobody").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"], serde_json::json!([]), "{body}");
+    for bad in [
+        "/consumers?custom_id=",
+        "/consumers?custom_id=a-1&custom_id=b-2",
+    ] {
+        let (status, body) = kong.get(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["message"], "custom_id must be an unempty string");
+    }
+    // Without the filter: the list, as before.
+    let (_, body) = kong.get("/consumers").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+}

@@ -35,6 +35,37 @@ pub async fn list<E: Stored>(
     list_scoped::<E>(&state, &params, None, &format!("/{}", E::KIND.endpoint())).await
 }
 
+/// `GET /consumers`: Kong's search by `custom_id` (`?custom_id=x` is the one consumer with it,
+/// or none), else the list.
+pub async fn list_consumers(
+    State(state): State<AdminState>,
+    Query(params): Params,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    // Kong: a repeated or empty custom_id is refused (its Lua sees a table or "").
+    let repeated = uri
+        .query()
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "custom_id")
+                .count()
+                > 1
+        })
+        .unwrap_or(false);
+    match params.get("custom_id") {
+        Some(custom_id) if custom_id.is_empty() || repeated => Err(ApiError::BadRequest(
+            "custom_id must be an unempty string".to_owned(),
+        )),
+        Some(custom_id) => {
+            let found: Option<sluice_model::Consumer> =
+                state.store().get_by_unique("custom_id", custom_id).await?;
+            let data: Vec<Value> = found.iter().map(render).collect();
+            Ok(Json(serde_json::json!({"data": data, "next": null})))
+        }
+        None => list_scoped::<sluice_model::Consumer>(&state, &params, None, "/consumers").await,
+    }
+}
+
 pub async fn create<E: Stored>(
     State(state): State<AdminState>,
     headers: HeaderMap,

@@ -265,7 +265,7 @@ pub fn router(state: AdminState) -> Router {
         // consumers
         .route(
             "/consumers",
-            get(entities::list::<Consumer>).post(entities::create::<Consumer>),
+            get(entities::list_consumers).post(entities::create::<Consumer>),
         )
         .route(
             "/consumers/{key}",

@@ -143,6 +143,28 @@ impl Store {
         row.map(|r| decode::<E>(&r)).transpose()
     }
 
+    /// The entity whose unique `column` (one of [`Stored::UNIQUE`]) is `value`
+    /// (`/consumers?custom_id=`); `None` for a column that is not one of them.
+    pub async fn get_by_unique<E: Stored>(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> Result<Option<E>, StoreError> {
+        // Only a listed column name goes into the SQL text; the value is bound.
+        let Some(column) = E::UNIQUE.iter().find(|c| **c == column) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT id, body FROM {} WHERE \"{column}\" = ?",
+            E::KIND.collection()
+        );
+        let row = sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| decode::<E>(&r)).transpose()
+    }
+
     pub async fn get_by_id<E: Stored>(&self, id: Uuid) -> Result<Option<E>, StoreError> {
         let sql = format!("SELECT id, body FROM {} WHERE id = ?", E::KIND.collection());
         let row = sqlx::query(&sql)
