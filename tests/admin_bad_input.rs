@@ -294,6 +294,15 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     assert_eq!(body["code"], 7);
     // Mixed tag operators.
     refused(bad, kong.get("/services?tags=a,b/c").await);
+    // An empty tag filter (Kong: invalid option, "cannot be null"), on nested lists too.
+    for path in ["/services?tags=", "/consumers?tags="] {
+        let body = refused(bad, kong.get(path).await);
+        assert_eq!(body["code"], 11, "{path}: {body}");
+        assert_eq!(
+            body["message"], "invalid option (tags: cannot be null)",
+            "{body}"
+        );
+    }
     // A 10 MB body.
     let huge = format!(
         "{{\"host\": \"x.internal\", \"tags\": [\"{}\"]}}",

@@ -368,7 +368,14 @@ async fn list_scoped<E: Stored>(
             .ok_or(ApiError::InvalidSize)?,
     };
     let tags = match params.get("tags").map(String::as_str) {
-        None | Some("") => TagFilter::None,
+        None => TagFilter::None,
+        // Kong 3.10 (kong/api/endpoints.lua): an empty filter is an invalid option.
+        Some("") => {
+            return Err(ApiError::InvalidOption {
+                option: "tags",
+                reason: "cannot be null",
+            })
+        }
         Some(tags) if tags.contains(',') && tags.contains('/') => {
             return Err(ApiError::BadRequest(
                 "invalid option (tags: cannot mix 'and' (,) and 'or' (/) in one filter)".to_owned(),
