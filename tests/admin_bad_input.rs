@@ -292,8 +292,22 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     }
     let body = refused(bad, kong.get("/services?offset=%%%garbage").await);
     assert_eq!(body["code"], 7);
-    // Mixed tag operators.
-    refused(bad, kong.get("/services?tags=a,b/c").await);
+    // Mixed tag operators, and a tag that is not UTF-8: Kong's invalid options.
+    for (path, reason) in [
+        ("/services?tags=a,b/c", "invalid filter syntax"),
+        (
+            "/services?tags=%FF",
+            "must only contain printable ascii (except `,` and `/`) or valid utf-8",
+        ),
+    ] {
+        let body = refused(bad, kong.get(path).await);
+        assert_eq!(body["code"], 11, "{path}: {body}");
+        assert_eq!(
+            body["message"],
+            format!("invalid option (tags: {reason})"),
+            "{body}"
+        );
+    }
     // An empty tag filter (Kong: invalid option, "cannot be null"), on nested lists too.
     for path in ["/services?tags=", "/consumers?tags="] {
         let body = refused(bad, kong.get(path).await);

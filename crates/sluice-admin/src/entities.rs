@@ -376,10 +376,19 @@ async fn list_scoped<E: Stored>(
                 reason: "cannot be null",
             })
         }
+        // Kong 3.10's words (kong/db/dao/init.lua) for a filter that mixes `,` and `/`.
         Some(tags) if tags.contains(',') && tags.contains('/') => {
-            return Err(ApiError::BadRequest(
-                "invalid option (tags: cannot mix 'and' (,) and 'or' (/) in one filter)".to_owned(),
-            ))
+            return Err(ApiError::InvalidOption {
+                option: "tags",
+                reason: "invalid filter syntax",
+            })
+        }
+        // Not UTF-8 (`%FF` decodes to U+FFFD) or control characters.
+        Some(tags) if tags.chars().any(|c| c == '\u{FFFD}' || c.is_control()) => {
+            return Err(ApiError::InvalidOption {
+                option: "tags",
+                reason: "must only contain printable ascii (except `,` and `/`) or valid utf-8",
+            })
         }
         Some(tags) if tags.split([',', '/']).nth(MAX_FILTER_TAGS).is_some() => {
             return Err(ApiError::InvalidOption {
