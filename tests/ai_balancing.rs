@@ -56,7 +56,39 @@ async fn balanced(node: &Sluice, targets: Vec<Value>, balancer: Value) {
     node.wait_for_served(node.config_version().await).await;
 }
 
-/// One chat through `/lb`: status, the mock that answered (`x-mock-name`), attempts, body.
+/// `body` POSTed to `/lb` with `headers`: status, the mock that answered (`x-mock-name`),
+/// `x-sluice-llm-attempts`, and the body text.
+async fn post_lb(
+    node: &Sluice,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, String, String) {
+    let mut request = node.through("POST", "/lb").json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (status, served_by, attempts) = (
+        response.status(),
+        header("x-mock-name"),
+        header("x-sluice-llm-attempts"),
+    );
+    (
+        status,
+        served_by,
+        attempts,
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// One chat through `/lb`: status, the mock that answered, attempts, the JSON body.
 async fn chat(
     node: &Sluice,
     headers: &[(&str, &str)],
@@ -66,21 +98,8 @@ async fn chat(
     if let Some(model) = model {
         body["model"] = json!(model);
     }
-    let mut request = node.through("POST", "/lb").json(&body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    };
-    let (served_by, attempts) = (header("x-mock-name"), header("x-sluice-llm-attempts"));
-    let body = response.json().await.unwrap_or(Value::Null);
+    let (status, served_by, attempts, text) = post_lb(node, body, headers).await;
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
     (status, served_by, attempts, body)
 }
 
@@ -394,19 +413,9 @@ async fn bad_ai_proxy_advanced_configs_are_refused_naming_the_target() {
 
 /// A streamed chat through `/lb`: status, the mock that answered, and the body text.
 async fn stream_chat(node: &Sluice, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
-    let mut request = node.through("POST", "/lb").json(&json!({
-        "messages": [{"role": "user", "content": "hi"}], "stream": true}));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let served_by = response
-        .headers()
-        .get("x-mock-name")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, served_by, response.text().await.unwrap_or_default())
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true});
+    let (status, served_by, _, text) = post_lb(node, body, headers).await;
+    (status, served_by, text)
 }
 
 #[tokio::test]

@@ -307,22 +307,6 @@ async fn metrics_flags_decide_what_is_recorded() {
     assert_eq!(node.count("plugins").await, before);
 }
 
-/// The lines of a JSON-lines file, polled until there are `count` or 5 s passed.
-async fn json_lines(file: &std::path::Path, count: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let lines: Vec<Value> = std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
-            .collect();
-        if lines.len() >= count || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn file_log_and_http_log_records_carry_the_usage() {
     use std::os::unix::fs::PermissionsExt;
@@ -369,7 +353,7 @@ async fn file_log_and_http_log_records_carry_the_usage() {
         usages.push(usage);
     }
 
-    let lines = json_lines(&file, 2).await;
+    let lines = common::json_lines(&file, 2).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     for (line, usage) in lines.iter().zip(&usages) {
         let logged = &line["ai"]["proxy"]["usage"];
@@ -1049,7 +1033,7 @@ async fn the_governance_example_file_works_as_written() {
         "{text}"
     );
     // Every call is logged, the refused one too (as in Kong, the log phase runs for it).
-    let lines = json_lines(&log, 3).await;
+    let lines = common::json_lines(&log, 3).await;
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["response"]["status"], 401);
     assert!(lines[0].get("consumer").is_none());

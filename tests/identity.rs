@@ -688,22 +688,6 @@ async fn secrets_by_reference() {
     }
 }
 
-/// The access log's lines (`--proxy-access-log FILE`), polled until there are `count`.
-async fn access_log_lines(file: &std::path::Path, count: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let lines: Vec<Value> = std::fs::read_to_string(file)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("each line is one JSON record"))
-            .collect();
-        if lines.len() >= count || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_access_log_names_the_consumer() {
     use std::os::unix::fs::PermissionsExt;
@@ -726,7 +710,7 @@ async fn the_access_log_names_the_consumer() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Readiness was read from /status: these three are the only proxied requests.
-    let lines = access_log_lines(&file, 3).await;
+    let lines = common::json_lines(&file, 3).await;
     assert_eq!(lines.len(), 3, "{lines:?}");
     let (ok, refused, unrouted) = (&lines[0], &lines[1], &lines[2]);
 

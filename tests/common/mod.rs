@@ -409,6 +409,23 @@ impl Drop for Sluice {
     }
 }
 
+/// The records of a JSON-lines file (an access log, a file-log file), polled until there are
+/// `count` or 5 s passed: a line is written just after the response that caused it.
+pub async fn json_lines(file: &Path, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON record per line"))
+            .collect();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("request failed");
     let status = response.status();

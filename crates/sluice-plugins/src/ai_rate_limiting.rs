@@ -17,7 +17,6 @@
 //! until it answers again.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -111,10 +110,7 @@ enum TokenStrategy {
 enum Store {
     Local,
     /// Read on the request path, add after it (`sync_rate: 0`).
-    Redis {
-        target: Arc<RedisTarget>,
-        failing: Arc<AtomicBool>,
-    },
+    Redis(Arc<RedisTarget>),
     Batched(Arc<Batched>),
 }
 
@@ -210,10 +206,7 @@ impl Factory {
                         "sync_rate",
                         "Config option 'sync_rate' must not be a decimal between 0 and 0.02",
                     )),
-                    Some(rate) if rate <= 0.0 => Ok(Store::Redis {
-                        target,
-                        failing: Arc::default(),
-                    }),
+                    Some(rate) if rate <= 0.0 => Ok(Store::Redis(target)),
                     Some(rate) => {
                         let key = format!("{}@{rate}", target.name);
                         let mut batched = self.batched.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,28 +394,15 @@ impl Handler {
                     (counters.get(cur), counters.get(prev))
                 })
                 .collect(),
-            Store::Redis { target, failing } => {
+            Store::Redis(target) => {
                 let flat: Vec<String> = keys
                     .iter()
                     .flat_map(|(cur, prev)| [cur.clone(), prev.clone()])
                     .collect();
                 match target.get(flat).await {
-                    Ok(values) => {
-                        if failing.swap(false, Ordering::Relaxed) {
-                            tracing::info!(redis = %target.name, "ai-rate-limiting-advanced: redis answers again");
-                        }
-                        values.chunks(2).map(|p| (p[0], p[1])).collect()
-                    }
-                    Err(error) => {
-                        if !failing.swap(true, Ordering::Relaxed) {
-                            tracing::error!(
-                                redis = %target.name,
-                                %error,
-                                "ai-rate-limiting-advanced: redis failed; counting locally until it answers"
-                            );
-                        }
-                        local(keys)
-                    }
+                    Ok(values) => values.chunks(2).map(|p| (p[0], p[1])).collect(),
+                    // The target logged the failure (once); count here until it answers.
+                    Err(_) => local(keys),
                 }
             }
         }
@@ -466,17 +446,14 @@ impl Handler {
                     counters.add(key, *amount, *ttl);
                 }
             }
-            Store::Redis { target, failing } => {
-                if failing.load(Ordering::Relaxed) {
+            Store::Redis(target) => {
+                if target.failing() {
                     add_locally(&ops);
                 }
                 // After the answer, off the response path.
                 let target = target.clone();
-                let failing = failing.clone();
                 crate::redis_counters::spawn(async move {
-                    if target.add_and_get(ops).await.is_err() {
-                        failing.store(true, Ordering::Relaxed);
-                    }
+                    let _ = target.add_and_get(ops).await;
                 });
             }
         }

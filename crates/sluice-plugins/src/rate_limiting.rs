@@ -10,7 +10,6 @@
 //! failure is logged once until Redis answers again; never a 500.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -82,8 +81,6 @@ enum Policy {
     Redis {
         target: Arc<RedisTarget>,
         fault_tolerant: bool,
-        /// Kong's key prefix: `ratelimit:<route>:<service>`.
-        failing: Arc<std::sync::atomic::AtomicBool>,
     },
     /// Local counts synced every `sync_rate`.
     Batched(Arc<Batched>),
@@ -188,7 +185,6 @@ impl Factory {
                     return Ok(Policy::Redis {
                         target,
                         fault_tolerant: config.fault_tolerant.unwrap_or(true),
-                        failing: Arc::default(),
                     });
                 }
                 if sync_rate < 0.02 {
@@ -231,7 +227,6 @@ impl Handler {
             Policy::Redis {
                 target,
                 fault_tolerant,
-                failing,
             } => {
                 let ops = self
                     .limits
@@ -245,31 +240,14 @@ impl Handler {
                     })
                     .collect();
                 match target.add_and_get(ops).await {
-                    Ok(totals) => {
-                        if failing.swap(false, Ordering::Relaxed) {
-                            tracing::info!(redis = %target.name, "rate-limiting: redis answers again");
-                        }
-                        // The total includes this request: what was used before it is one less.
-                        Ok(totals
-                            .iter()
-                            .map(|t| (*t as u64).saturating_sub(1))
-                            .collect())
-                    }
-                    Err(error) => {
-                        if !failing.swap(true, Ordering::Relaxed) {
-                            tracing::error!(
-                                redis = %target.name,
-                                %error,
-                                fault_tolerant,
-                                "rate-limiting: failed to get usage; counting locally until redis answers"
-                            );
-                        }
-                        if *fault_tolerant {
-                            Ok(self.count_locally(identifier, now))
-                        } else {
-                            Err(())
-                        }
-                    }
+                    // The total includes this request: what was used before it is one less.
+                    Ok(totals) => Ok(totals
+                        .iter()
+                        .map(|t| (*t as u64).saturating_sub(1))
+                        .collect()),
+                    // The target logged the failure (once).
+                    Err(_) if *fault_tolerant => Ok(self.count_locally(identifier, now)),
+                    Err(_) => Err(()),
                 }
             }
             Policy::Batched(counters) => {

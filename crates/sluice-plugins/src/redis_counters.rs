@@ -65,6 +65,9 @@ pub struct RedisTarget {
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     /// Set when a call failed: until then, calls fail without trying.
     resting_until: Mutex<Option<Instant>>,
+    /// The last call failed: the plugins count locally, and the change is logged once here,
+    /// for every plugin that shares the target.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// The process's Redis targets, by connection settings.
@@ -141,6 +144,7 @@ impl RedisHub {
             timeout,
             connection: tokio::sync::OnceCell::new(),
             resting_until: Mutex::new(None),
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         targets.insert(key, target.clone());
         Ok(target)
@@ -189,7 +193,25 @@ impl RedisTarget {
         let result = self.try_run(pipe).await;
         *self.resting_until.lock().unwrap_or_else(|e| e.into_inner()) =
             result.is_err().then(|| Instant::now() + REST);
+        let was_failing = self
+            .failing
+            .swap(result.is_err(), std::sync::atomic::Ordering::Relaxed);
+        match (&result, was_failing) {
+            (Err(error), false) => tracing::error!(
+                redis = %self.name,
+                %error,
+                "failed to get usage from redis; counting locally until it answers \
+                 (rate-limiting without fault_tolerant refuses instead)"
+            ),
+            (Ok(_), true) => tracing::info!(redis = %self.name, "redis answers again"),
+            _ => {}
+        }
         result
+    }
+
+    /// Whether the last call failed (the plugins then count locally).
+    pub fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn try_run<T: redis::FromRedisValue + Send + 'static>(
@@ -300,25 +322,13 @@ impl Batched {
         runtime().spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(20)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
             loop {
                 tick.tick().await;
                 let Some(batched) = weak.upgrade() else {
                     return;
                 };
-                match batched.sync().await {
-                    Ok(()) => failing = false,
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(
-                                redis = %batched.target.name,
-                                %error,
-                                "syncing rate-limit counters failed; counting locally until it works"
-                            );
-                        }
-                        failing = true;
-                    }
-                }
+                // A failure keeps the deltas for the next sync; the target logs it.
+                let _ = batched.sync().await;
             }
         });
     }
