@@ -53,8 +53,8 @@ struct BalancerConfig {
     connect_timeout: Option<u64>,
     read_timeout: Option<u64>,
     write_timeout: Option<u64>,
-    tokens_count_strategy: Option<String>,
-    latency_strategy: Option<String>,
+    // `tokens_count_strategy` and `latency_strategy` are validated by the schema; the
+    // balancer uses one measure for each (see `Balancer::new`).
     hash_on_header: Option<String>,
     max_fails: Option<u32>,
     fail_timeout: Option<u64>,
@@ -204,14 +204,7 @@ impl PluginFactory for Factory {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(balancer_key)
-            .or_insert_with(|| {
-                Arc::new(Balancer::new(
-                    algorithm,
-                    weights.clone(),
-                    b.latency_strategy.as_deref() == Some("e2e"),
-                    b.tokens_count_strategy.clone().unwrap_or_default(),
-                ))
-            })
+            .or_insert_with(|| Arc::new(Balancer::new(algorithm, weights.clone())))
             .clone();
         let timeout = Duration::from_millis(
             b.connect_timeout.unwrap_or(60_000)

@@ -228,26 +228,17 @@ pub struct Balancer {
     weights: Vec<u32>,
     /// Smooth weighted round-robin's current weights (nginx's algorithm).
     current: Mutex<Vec<i64>>,
-    #[allow(dead_code)] // e2e vs tpot: both read the same EWMA of the attempt's time
-    e2e: bool,
-    #[allow(dead_code)]
-    tokens_strategy: String,
 }
 
 impl Balancer {
-    pub fn new(
-        algorithm: Algorithm,
-        weights: Vec<u32>,
-        e2e: bool,
-        tokens_strategy: String,
-    ) -> Self {
+    /// `lowest-latency` compares each target's answer-time EWMA (whether `latency_strategy`
+    /// is `tpot` or `e2e`), `lowest-usage` its total tokens: one measure each, for now.
+    pub fn new(algorithm: Algorithm, weights: Vec<u32>) -> Self {
         let current = Mutex::new(vec![0; weights.len()]);
         Self {
             algorithm,
             weights,
             current,
-            e2e,
-            tokens_strategy,
         }
     }
 
@@ -329,7 +320,7 @@ mod tests {
 
     #[test]
     fn smooth_round_robin_follows_the_weights_evenly() {
-        let balancer = Balancer::new(Algorithm::RoundRobin, vec![5, 1, 1], false, String::new());
+        let balancer = Balancer::new(Algorithm::RoundRobin, vec![5, 1, 1]);
         let states = states(3);
         let refs: Vec<&TargetState> = states.iter().collect();
         let picks: Vec<usize> = (0..7)
@@ -340,7 +331,7 @@ mod tests {
 
     #[test]
     fn priority_uses_the_highest_group_until_it_is_unavailable() {
-        let balancer = Balancer::new(Algorithm::Priority, vec![10, 10, 1], false, String::new());
+        let balancer = Balancer::new(Algorithm::Priority, vec![10, 10, 1]);
         let states = states(3);
         let refs: Vec<&TargetState> = states.iter().collect();
         let picks: Vec<usize> = (0..4)
@@ -352,12 +343,7 @@ mod tests {
 
     #[test]
     fn consistent_hashing_keeps_keys_when_a_target_is_added() {
-        let balancer = Balancer::new(
-            Algorithm::ConsistentHashing,
-            vec![100; 4],
-            false,
-            String::new(),
-        );
+        let balancer = Balancer::new(Algorithm::ConsistentHashing, vec![100; 4]);
         let states = states(4);
         let refs: Vec<&TargetState> = states.iter().collect();
         let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
