@@ -489,7 +489,46 @@ async fn build<E: Stored>(
         unreachable!("built from an object")
     };
     resolve_foreign_names(state, &mut object).await?;
-    Ok(state.schemas().build::<E>(object)?)
+    let entity = state.schemas().build::<E>(object)?;
+    check_relations(state, &entity).await?;
+    Ok(entity)
+}
+
+/// The rules between two entities ([`sluice_model::relations`]), against the stored
+/// neighbour: a route with its service, a plugin with its route or service. A reference that
+/// does not resolve is left to the store's foreign-key error.
+async fn check_relations<E: Stored>(state: &AdminState, entity: &E) -> Result<(), ApiError> {
+    use sluice_model::relations;
+    let any: &dyn std::any::Any = entity;
+    let mut violation = sluice_model::SchemaViolation::default();
+    if let Some(route) = any.downcast_ref::<Route>() {
+        let service = match route.service {
+            Some(fk) => match state.store().get_by_id::<Service>(fk.id).await? {
+                Some(service) => Some(service),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        relations::route_service(route, service.as_ref(), &mut violation);
+    } else if let Some(plugin) = any.downcast_ref::<sluice_model::Plugin>() {
+        if !relations::plugin_needs_scope(plugin) {
+            return Ok(());
+        }
+        let route = match plugin.route {
+            Some(fk) => state.store().get_by_id::<Route>(fk.id).await?,
+            None => None,
+        };
+        let service = match plugin.service {
+            Some(fk) => state.store().get_by_id::<Service>(fk.id).await?,
+            None => None,
+        };
+        relations::plugin_scope(plugin, route.as_ref(), service.as_ref(), &mut violation);
+    }
+    if violation.is_empty() {
+        Ok(())
+    } else {
+        Err(violation.into())
+    }
 }
 
 /// Types form input with the entity's schema, and a plugin's `config` with its plugin schema.

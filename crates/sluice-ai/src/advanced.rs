@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sluice_plugin::{
     erase, Flow, Outcome, Plugin, PluginBuildError, PluginFactory, PluginHandler, PluginState,
-    ProxyRequest, RequestBody, RequestCtx, StreamStart,
+    ProxyRequest, RequestBody, RequestCtx, StreamStart, WsDirection,
 };
 
 use balancer::{Algorithm, Balancer, Criteria, TargetState};
@@ -36,8 +36,9 @@ const PRIORITY: i64 = 770;
 #[derive(Debug, Deserialize)]
 struct Config {
     targets: Vec<Value>,
+    /// Absent or null: every default (the schema fills null for an absent record).
     #[serde(default)]
-    balancer: BalancerConfig,
+    balancer: Option<BalancerConfig>,
     response_streaming: Option<Value>,
     max_request_body_size: Option<Value>,
     model_name_header: Option<Value>,
@@ -135,7 +136,7 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        let config: Config = sluice_plugin::typed_config(plugin)?;
+        let mut config: Config = sluice_plugin::typed_config(plugin)?;
         if config.targets.is_empty() {
             return Err(PluginBuildError::at(
                 plugin,
@@ -143,7 +144,7 @@ impl PluginFactory for Factory {
                 "at least one target is required",
             ));
         }
-        let b = &config.balancer;
+        let b = &config.balancer.take().unwrap_or_default();
         let algorithm = Algorithm::parse(b.algorithm.as_deref().unwrap_or("round-robin"))
             .map_err(|e| PluginBuildError::at(plugin, "balancer.algorithm", e))?;
         if algorithm == Algorithm::ConsistentHashing
@@ -285,7 +286,7 @@ fn build_target(
         config: Value::Object(proxy),
         ..plugin.clone()
     };
-    let handler = crate::handler::Factory.build(&entity).map_err(|error| {
+    let handler = crate::handler::build_target(&entity).map_err(|error| {
         // ai-proxy's field, under this target's index.
         let field = error
             .field
@@ -577,12 +578,38 @@ impl Plugin for Advanced {
         self.targets[*index].handler.body_error(ctx, state)
     }
 
+    fn reads_websocket(&self, call: &Call) -> bool {
+        call.current
+            .as_ref()
+            .is_some_and(|(index, state)| self.targets[*index].handler.reads_websocket(state))
+    }
+
+    fn websocket_message(
+        &self,
+        direction: WsDirection,
+        text: &str,
+        ctx: &mut RequestCtx,
+        call: &mut Call,
+    ) {
+        if let Some((index, state)) = call.current.as_mut() {
+            self.targets[*index]
+                .handler
+                .websocket_message(direction, text, ctx, state);
+        }
+    }
+
     fn log(&self, ctx: &mut RequestCtx, call: &mut Call) {
         // The attempt that answered is booked here (a failed one was booked in `retry`).
         if let Some((index, _)) = &call.current {
             let failed = ctx.status >= 500;
             let state = &self.targets[*index].state;
-            let took = call.sent_at.map(|t| t.elapsed()).unwrap_or_default();
+            // A realtime session lasts as long as the user talks: its latency is the
+            // handshake's, not the session's.
+            let realtime = ctx.status == 101;
+            let took = match (realtime, ctx.upstream_latency) {
+                (true, Some(handshake)) => handshake,
+                _ => call.sent_at.map(|t| t.elapsed()).unwrap_or_default(),
+            };
             let tokens = ctx.ai.as_ref().map_or(0, |ai| ai.total_tokens);
             state.answered(took, failed, tokens, Instant::now());
         }

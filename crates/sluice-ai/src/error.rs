@@ -45,6 +45,9 @@ pub enum RequestError {
     NoModel,
     #[error("response streaming is not enabled for this LLM")]
     StreamingDenied,
+    /// A plain request on a realtime route, which only a WebSocket handshake may use.
+    #[error("the realtime/v1/realtime route type is served over WebSocket: send a GET with 'Upgrade: websocket'")]
+    NotWebSocket,
     #[error("route_type '{route_type}' is not supported by provider '{provider}'")]
     UnsupportedRouteType {
         route_type: RouteType,
@@ -60,6 +63,7 @@ impl RequestError {
             RequestError::TooLarge { .. } => 413,
             RequestError::BodyTimeout => 408,
             RequestError::MethodNotAllowed { .. } => 405,
+            RequestError::NotWebSocket => 426,
             _ => 400,
         }
     }
@@ -80,6 +84,17 @@ impl RequestError {
             _ => json!({"error": {"message": self.to_string()}}),
         };
         let mut response = json_response(self.status(), &body);
+        if self == RequestError::NotWebSocket {
+            let headers = response.headers_mut();
+            headers.insert(
+                http::header::UPGRADE,
+                http::HeaderValue::from_static("websocket"),
+            );
+            headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("Upgrade"),
+            );
+        }
         if let RequestError::MethodNotAllowed { route_type, .. } = &self {
             let allow: Vec<&str> = route_type
                 .methods()

@@ -9,7 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sluice_plugin::{
     erase, typed_config, BodyError, Flow, Plugin, PluginBuildError, PluginFactory, PluginHandler,
-    ProxyRequest, RequestCtx, Upstream,
+    ProxyRequest, RequestCtx, Upstream, WsDirection,
 };
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ use crate::error::RequestError;
 use crate::providers::{self, Driver};
 use crate::route_type::{Prompt, RouteType};
 use crate::sse::SseParser;
-use crate::wire::{Answer, StreamEvent, Usage};
+use crate::wire::{Answer, RealtimeEvent, StreamEvent, Usage};
 use sluice_plugin::log_serializer::AiUsage;
 
 /// Kong's ai-proxy handler priority.
@@ -65,6 +65,8 @@ pub struct Call {
     /// `preserve`: a whole JSON answer is read as it streams by, for its usage (whatever
     /// endpoint it came from: chat, Anthropic-format messages, deferred completions).
     usage_body: Option<Vec<u8>>,
+    /// A realtime session: its WebSocket messages are read for usage (`response.done`).
+    realtime: bool,
 }
 
 /// The most of a `preserve` answer read for its usage; a longer one is passed on uncounted.
@@ -81,8 +83,24 @@ impl PluginFactory for Factory {
         &self,
         plugin: &sluice_model::Plugin,
     ) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
-        Ok(erase(AiProxy::new(plugin)?))
+        let proxy = AiProxy::new(plugin)?;
+        if proxy.config.route_type == RouteType::Realtime {
+            // Kong serves realtime only through ai-proxy-advanced (the seed page says so).
+            return Err(PluginBuildError::at(
+                plugin,
+                "route_type",
+                "'realtime/v1/realtime' is only available with the ai-proxy-advanced plugin",
+            ));
+        }
+        Ok(erase(proxy))
     }
+}
+
+/// One ai-proxy-advanced target: ai-proxy's handler, realtime allowed.
+pub(crate) fn build_target(
+    plugin: &sluice_model::Plugin,
+) -> Result<Arc<dyn PluginHandler>, PluginBuildError> {
+    Ok(erase(AiProxy::new(plugin)?))
 }
 
 // === impl AiProxy ===
@@ -459,6 +477,97 @@ impl AiProxy {
         Ok(())
     }
 
+    /// A realtime session's handshake: a WebSocket upgrade, for the configured model (a
+    /// different `?model=` is refused as on the other route types), without extensions (the
+    /// relay reads the messages, so none may be compressed).
+    fn realtime_handshake(
+        &self,
+        request: &mut ProxyRequest,
+        websocket: bool,
+        call: &mut Call,
+    ) -> Result<(), RequestError> {
+        if !websocket {
+            return Err(RequestError::NotWebSocket);
+        }
+        request
+            .parts
+            .headers
+            .remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        let query = request.parts.uri.query().unwrap_or("");
+        let requested = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == "model")
+            .map(|(_, value)| value.to_owned())
+            .filter(|m| !m.is_empty());
+        let model = match (&self.config.model.name, requested) {
+            (Some(configured), Some(requested)) if *configured != requested => {
+                return Err(RequestError::OwnModel {
+                    configured: configured.clone(),
+                });
+            }
+            (Some(configured), _) => configured.clone(),
+            (None, Some(requested)) => requested,
+            (None, None) => return Err(RequestError::NoModel),
+        };
+        let mut pairs: Vec<String> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("model"))
+            .map(str::to_owned)
+            .collect();
+        pairs.push(format!("model={}", encode(&model)));
+        let path_and_query = format!("{}?{}", request.parts.uri.path(), pairs.join("&"));
+        if let Ok(uri) = path_and_query.parse() {
+            request.parts.uri = uri;
+        }
+        call.request_model = model;
+        call.realtime = true;
+        call.stream = true;
+        Ok(())
+    }
+
+    /// A message from the upstream of a realtime session: the session's model, the first
+    /// output, and each response's usage (OpenAI sends it in `response.done`). Returns
+    /// whether the session's accounting changed.
+    fn on_realtime_message(&self, call: &mut Call, text: &str) -> bool {
+        // Most messages are deltas (audio ones large): look before parsing.
+        let interesting = ["\"response.done\"", "\"session.created\"", "delta\""];
+        if !interesting.iter().any(|needle| text.contains(needle)) {
+            return false;
+        }
+        let Ok(event) = serde_json::from_str::<RealtimeEvent>(text) else {
+            return false;
+        };
+        match event.kind.as_deref() {
+            Some("session.created") => {
+                if let Some(model) = event.session.and_then(|s| s.model) {
+                    call.response_model = Some(model);
+                }
+                true
+            }
+            Some("response.done") => {
+                let Some(usage) = event.response.and_then(|r| r.usage) else {
+                    return false;
+                };
+                // Each response is billed on its own; a session's usage is their sum.
+                let add = |field: &mut Option<u64>, value: Option<u64>| {
+                    if let Some(value) = value {
+                        *field = Some(field.unwrap_or(0) + value);
+                    }
+                };
+                add(&mut call.prompt_tokens, usage.prompt());
+                add(&mut call.completion_tokens, usage.completion());
+                add(&mut call.total_tokens, usage.total());
+                true
+            }
+            Some(kind) if kind.ends_with(".delta") && call.first_token.is_none() => {
+                call.first_token = call.sent_at.map(|t| t.elapsed());
+                false
+            }
+            _ => false,
+        }
+    }
+
     fn record_usage(&self, call: &mut Call, usage: &Usage) {
         if let Some(prompt) = usage.prompt() {
             call.prompt_tokens = Some(prompt);
@@ -663,6 +772,11 @@ impl Plugin for AiProxy {
                 HeaderValue::from_static("application/json"),
             );
         }
+        if self.config.route_type == RouteType::Realtime {
+            if let Err(error) = self.realtime_handshake(request, ctx.websocket, &mut call) {
+                return error.into();
+            }
+        }
         if let Err(flow) = self.route_upstream(request, ctx) {
             return flow;
         }
@@ -714,7 +828,8 @@ impl Plugin for AiProxy {
             call.status = response.status.as_u16();
         }
         response.headers.remove(header::SET_COOKIE);
-        if call.status == 200 {
+        // A realtime session's success is its 101.
+        if call.status == 200 || (call.realtime && call.status == 101) {
             if self.config.model_name_header.unwrap_or(true) && !call.request_model.is_empty() {
                 let model = call
                     .response_model
@@ -829,6 +944,26 @@ impl Plugin for AiProxy {
             b"event: error\ndata: {\"error\":{\"message\":\"the upstream stream ended before \
               the answer was complete\",\"type\":\"server_error\",\"code\":\"upstream_stream_error\"}}\n\n",
         ))
+    }
+
+    fn reads_websocket(&self, state: &Option<Call>) -> bool {
+        state.as_ref().is_some_and(|c| c.realtime)
+    }
+
+    fn websocket_message(
+        &self,
+        direction: WsDirection,
+        text: &str,
+        ctx: &mut RequestCtx,
+        state: &mut Option<Call>,
+    ) {
+        if let (WsDirection::UpstreamToClient, Some(call)) = (direction, state.as_mut()) {
+            if self.on_realtime_message(call, text) {
+                // Kept current through the session, so the log phase (and whatever runs
+                // before it, as ai-proxy-advanced's accounting) finds it.
+                self.publish(ctx, call);
+            }
+        }
     }
 
     fn log(&self, ctx: &mut RequestCtx, state: &mut Option<Call>) {

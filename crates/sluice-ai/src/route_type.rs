@@ -105,8 +105,7 @@ impl RouteType {
     }
 
     /// The path on OpenAI's API (shared by OpenAI-compatible providers). `None` for
-    /// `preserve`, which keeps the client's path, and for realtime, which is a WebSocket
-    /// this gateway does not serve yet.
+    /// `preserve`, which keeps the client's path. Realtime is a WebSocket on `/v1/realtime`.
     pub fn openai_path(self) -> Option<&'static str> {
         Some(match self {
             RouteType::Chat => "/v1/chat/completions",
@@ -122,7 +121,8 @@ impl RouteType {
             RouteType::ImageGenerations => "/v1/images/generations",
             RouteType::ImageEdits => "/v1/images/edits",
             RouteType::VideoGenerations => "/v1/videos",
-            RouteType::Realtime | RouteType::Preserve => return None,
+            RouteType::Realtime => "/v1/realtime",
+            RouteType::Preserve => return None,
         })
     }
 

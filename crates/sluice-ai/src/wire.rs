@@ -41,6 +41,26 @@ pub struct StreamEvent {
     pub response: Option<Answer>,
 }
 
+/// One server event of a realtime session, read for its model and usage.
+#[derive(Debug, Default, Deserialize)]
+pub struct RealtimeEvent {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub session: Option<RealtimeSession>,
+    pub response: Option<RealtimeResponse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RealtimeSession {
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RealtimeResponse {
+    #[serde(default, deserialize_with = "lenient")]
+    pub usage: Option<Usage>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamChoice {
     pub delta: Option<Delta>,

@@ -38,6 +38,7 @@
 //! | `GET /v1/language-models[/{id}]`, `/v1/image-generation-models[/{id}]` | no | yes | xAI's model objects |
 //! | `GET /v1/api-key` | no | yes | the key's (redacted) description |
 //! | `GET /v1/chat/deferred-completion/{id}` | no | yes | a `chat.completion` with usage |
+//! | `GET /v1/realtime?model=...` (WebSocket upgrade) | yes | yes | a text-only Realtime API session (see `realtime.rs`): `session.created`, then deltas and `response.done` with `usage` per `response.create` |
 //!
 //! Server-wide faults for failover tests: [`MockConfig::fail_status`] (every request answers
 //! that status) and [`MockConfig::stream_fault`] (a stream cut before its first event, or an
@@ -142,6 +143,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod multipart;
+mod realtime;
 mod server;
 mod sse;
 mod tokens;

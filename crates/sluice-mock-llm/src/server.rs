@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use crate::sse::Pacing;
 use crate::tokens::{Reply, DEFAULT_REPLY};
-use crate::{multipart, wire, Flavor, MockConfig, RecordedRequest, RequestLog, BAD_KEY};
+use crate::{multipart, realtime, wire, Flavor, MockConfig, RecordedRequest, RequestLog, BAD_KEY};
 
 /// OpenAI's answer to a body that is not a JSON object.
 const BAD_JSON: &str = "We could not parse the JSON body of your request. (HINT: This likely \
@@ -62,7 +63,7 @@ pub(crate) struct Ctx<'a> {
 /// A handler's early exit: an error answer already in the flavor's shape.
 ///
 /// Boxed because a `Response` is too big to be a cheap `Err` (clippy's `result_large_err`).
-pub(crate) struct Rejection(Box<Response>);
+pub(crate) struct Rejection(pub(crate) Box<Response>);
 
 /// What a handler returns; both sides are complete answers.
 pub(crate) type Answer = Result<Response, Rejection>;
@@ -87,6 +88,7 @@ pub(crate) async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Bytes,
 ) -> Response {
     let path = uri.path();
@@ -116,7 +118,13 @@ pub(crate) async fn handle(
         knobs,
         shared: shared.as_ref(),
     };
-    let mut response = match answer(&ctx) {
+    let answered = if path == "/v1/realtime" {
+        ctx.gate()
+            .map(|()| realtime::answer(&ctx, upgrade.ok(), uri.query().unwrap_or("")))
+    } else {
+        answer(&ctx)
+    };
+    let mut response = match answered {
         Ok(response) => response,
         Err(Rejection(response)) => *response,
     };
@@ -162,10 +170,7 @@ fn answer(ctx: &Ctx<'_>) -> Answer {
     if !ctx.path.starts_with("/v1/") {
         return Err(ctx.not_found());
     }
-    ctx.authenticate()?;
-    if let Some(status) = ctx.knobs.status {
-        return Err(ctx.injected(status));
-    }
+    ctx.gate()?;
     wire::route(ctx)
 }
 
@@ -452,6 +457,15 @@ impl Ctx<'_> {
             None,
             Some("id"),
         )
+    }
+
+    /// What every endpoint passes before it answers: the key, then an injected status.
+    pub(crate) fn gate(&self) -> Result<(), Rejection> {
+        self.authenticate()?;
+        match self.knobs.status {
+            Some(status) => Err(self.injected(status)),
+            None => Ok(()),
+        }
     }
 
     /// Any non-empty bearer key but [`BAD_KEY`] passes.

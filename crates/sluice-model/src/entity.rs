@@ -46,6 +46,10 @@ pub enum Protocol {
     Tls,
     TlsPassthrough,
     Udp,
+    /// WebSocket (Kong Enterprise's): a route that takes only WebSocket handshakes, a
+    /// service reached with one.
+    Ws,
+    Wss,
 }
 
 /// How a route joins the service path and the request path (Kong's `path_handling`).
@@ -315,6 +319,8 @@ impl Protocol {
             Protocol::Tls => "tls",
             Protocol::TlsPassthrough => "tls_passthrough",
             Protocol::Udp => "udp",
+            Protocol::Ws => "ws",
+            Protocol::Wss => "wss",
         }
     }
 }

@@ -266,7 +266,7 @@ fn parse_url(url: &str) -> Result<UrlParts, String> {
             .parse::<u16>()
             .map_err(|_| format!("invalid port in url '{url}'"))?,
         None => match scheme.as_str() {
-            "https" | "grpcs" | "tls" => 443,
+            "https" | "grpcs" | "tls" | "wss" => 443,
             _ => 80,
         },
     };
@@ -286,7 +286,7 @@ fn check_service(value: &Value, violation: &mut SchemaViolation) {
     }
     let protocol = value["protocol"].as_str().unwrap_or("http");
     if let Some(path) = value["path"].as_str() {
-        if !matches!(protocol, "http" | "https") {
+        if !matches!(protocol, "http" | "https" | "ws" | "wss") {
             violation.field(
                 "path",
                 format!("value must be null when 'protocol' is '{protocol}'"),
@@ -295,7 +295,7 @@ fn check_service(value: &Value, violation: &mut SchemaViolation) {
             violation.field("path", message);
         }
     }
-    if !matches!(protocol, "https" | "tls" | "grpcs") {
+    if !matches!(protocol, "https" | "tls" | "grpcs" | "wss") {
         for field in [
             "tls_verify",
             "tls_verify_depth",
@@ -407,17 +407,18 @@ fn check_route(value: &Value, violation: &mut SchemaViolation) {
         _ => true,
     };
 
-    let groups: [&[&str]; 4] = [
+    let groups: [&[&str]; 5] = [
         &["http", "https"],
         &["tcp", "tls", "udp"],
         &["tls_passthrough"],
         &["grpc", "grpcs"],
+        &["ws", "wss"],
     ];
     let used: Vec<_> = groups.iter().filter(|g| g.iter().any(|p| has(p))).collect();
     if used.len() > 1 {
         violation.field(
             "protocols",
-            "these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough')",
+            "these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('ws', 'wss')",
         );
         return;
     }
@@ -448,6 +449,8 @@ fn check_route(value: &Value, violation: &mut SchemaViolation) {
                 "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
             );
         }
+    } else if has("ws") || has("wss") {
+        check_ws_route(value, has("wss"), violation);
     } else if has("grpc") || has("grpcs") {
         if value["strip_path"].as_bool() == Some(true) {
             violation.field(
@@ -510,6 +513,48 @@ fn check_route(value: &Value, violation: &mut SchemaViolation) {
                 }
             }
         }
+    }
+}
+
+/// A WebSocket route: a handshake is always a GET, so `methods` has no say; otherwise the
+/// http rules (one of hosts, headers, paths; `snis` only with wss).
+fn check_ws_route(value: &Value, secure: bool, violation: &mut SchemaViolation) {
+    let set = |field: &str| match &value[field] {
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    };
+    if set("methods") {
+        violation.field(
+            "methods",
+            "cannot set 'methods' when 'protocols' is 'ws' or 'wss'",
+        );
+    }
+    let proto = if secure { "wss" } else { "ws" };
+    let mut needed = vec!["hosts", "headers", "paths"];
+    if secure {
+        needed.push("snis");
+    }
+    if !needed.iter().any(|f| set(f)) {
+        let names: Vec<String> = needed.iter().map(|f| format!("'{f}'")).collect();
+        violation.entity(format!(
+            "must set one of {} when 'protocols' is '{proto}'",
+            names.join(", ")
+        ));
+    }
+    for field in ["sources", "destinations"] {
+        if set(field) {
+            violation.entity(format!(
+                "cannot set '{field}' when 'protocols' is 'ws' or 'wss'"
+            ));
+        }
+    }
+    if set("snis") && !secure {
+        violation.field(
+            "snis",
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls', 'tls_passthrough' or 'wss'",
+        );
     }
 }
 

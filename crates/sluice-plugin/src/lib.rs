@@ -51,6 +51,13 @@ pub struct Upstream {
     pub timeout: Option<Duration>,
 }
 
+/// Which way a WebSocket message travels through the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsDirection {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
 /// How one upstream attempt ended, for a plugin that balances over several upstreams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -131,6 +138,10 @@ pub struct RequestCtx {
     /// soon as it is known (the end of the body at the latest), for the plugins that log,
     /// meter and limit it.
     pub ai: Option<Box<log_serializer::AiUsage>>,
+    /// The client opened a WebSocket handshake (`Upgrade: websocket`). The request's
+    /// `Upgrade` and `Connection` headers are hop-by-hop, so they are not in the plugins'
+    /// view of it; the proxy sends them upstream itself.
+    pub websocket: bool,
 }
 
 /// The request body: still streaming from the client, or read whole by a plugin.
@@ -353,6 +364,24 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// Whether this request's WebSocket (after a 101) must be relayed message by message so
+    /// that [`Plugin::websocket_message`] sees it. When no plugin of the request says yes,
+    /// the two upgraded connections are spliced byte for byte.
+    fn reads_websocket(&self, _state: &Self::State) -> bool {
+        false
+    }
+
+    /// One text message of an upgraded WebSocket connection, in either direction, before it
+    /// is passed on unchanged. Must not block: it runs on the relay, between two messages.
+    fn websocket_message(
+        &self,
+        _direction: WsDirection,
+        _text: &str,
+        _ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) {
+    }
+
     /// After the response was sent (or the client went away). Must not block. Runs in
     /// priority order like every phase; what a plugin leaves in `ctx` (ai-proxy's
     /// [`RequestCtx::ai`]) is there for the lower-priority loggers and meters.
@@ -400,6 +429,14 @@ pub trait PluginHandler: Send + Sync + 'static {
     fn body_filter(&self, chunk: Bytes, ctx: &mut RequestCtx, state: &mut PluginState) -> Bytes;
     fn body_end(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
     fn body_error(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes>;
+    fn reads_websocket(&self, state: &PluginState) -> bool;
+    fn websocket_message(
+        &self,
+        direction: WsDirection,
+        text: &str,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    );
     fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState);
 }
 
@@ -513,6 +550,21 @@ impl<P: Plugin> PluginHandler for Erased<P> {
 
     fn body_error(&self, ctx: &mut RequestCtx, state: &mut PluginState) -> Option<Bytes> {
         self.0.body_error(ctx, state.typed_mut())
+    }
+
+    fn reads_websocket(&self, state: &PluginState) -> bool {
+        self.0.reads_websocket(state.typed())
+    }
+
+    fn websocket_message(
+        &self,
+        direction: WsDirection,
+        text: &str,
+        ctx: &mut RequestCtx,
+        state: &mut PluginState,
+    ) {
+        self.0
+            .websocket_message(direction, text, ctx, state.typed_mut());
     }
 
     fn log(&self, ctx: &mut RequestCtx, state: &mut PluginState) {

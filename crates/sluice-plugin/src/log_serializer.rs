@@ -97,6 +97,8 @@ pub struct AiMeta<'a> {
     pub route_type: &'a str,
     pub status: u16,
     pub stream: bool,
+    /// Kong 3.12's `oneshot`, `stream` or `realtime`.
+    pub request_mode: &'static str,
     pub request_id: &'a str,
     /// ai-proxy-advanced: how many targets were tried, and which (Sluice's addition).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +125,17 @@ pub struct AiPayload<'a> {
 // === impl AiUsage ===
 
 impl AiUsage {
+    /// Kong 3.12's `request_mode`: a WebSocket session, a streamed answer or a whole one.
+    pub fn request_mode(&self) -> &'static str {
+        if self.route_type == "realtime/v1/realtime" {
+            "realtime"
+        } else if self.stream {
+            "stream"
+        } else {
+            "oneshot"
+        }
+    }
+
     /// Kong's `ai.proxy` block for the log record.
     pub fn block(&self) -> AiBlock<'_> {
         AiBlock {
@@ -137,6 +150,7 @@ impl AiUsage {
                     route_type: self.route_type,
                     status: self.status,
                     stream: self.stream,
+                    request_mode: self.request_mode(),
                     request_id: &self.request_id,
                     attempts: (!self.targets_tried.is_empty()).then_some(self.targets_tried.len()),
                     targets_tried: &self.targets_tried,
@@ -389,6 +403,7 @@ mod tests {
             from_upstream: false,
             log: serde_json::Map::new(),
             ai: None,
+            websocket: false,
         }
     }
 

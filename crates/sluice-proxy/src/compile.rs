@@ -70,6 +70,8 @@ pub struct RouteTarget {
     /// The route only accepts https; this listener is plain http, so it answers 426 (or the
     /// route's redirect code) as Kong does.
     pub https_only: bool,
+    /// `ws`/`wss` routes take only WebSocket handshakes.
+    pub websocket_only: bool,
     pub https_redirect_status_code: u16,
     /// Shared by every route of the service.
     pub service: Option<Arc<ServiceTarget>>,
@@ -207,7 +209,14 @@ pub fn compile(snapshot: &Snapshot, registry: &Registry) -> Result<Compiled, Com
                 sluice_model::PathHandling::V1 => PathHandling::V1,
             },
             preserve_host: route.preserve_host,
-            https_only: !route.protocols.contains(&Protocol::Http),
+            https_only: !route
+                .protocols
+                .iter()
+                .any(|p| matches!(p, Protocol::Http | Protocol::Ws)),
+            websocket_only: route
+                .protocols
+                .iter()
+                .all(|p| matches!(p, Protocol::Ws | Protocol::Wss)),
             https_redirect_status_code: route.https_redirect_status_code,
             service: service_target,
             chain: Arc::new(chain),
@@ -280,10 +289,12 @@ impl Chain {
 
 /// Routes this proxy serves (stream and gRPC routes are stored but not proxied here).
 fn served_here(route: &Route) -> bool {
-    route
-        .protocols
-        .iter()
-        .any(|p| matches!(p, Protocol::Http | Protocol::Https))
+    route.protocols.iter().any(|p| {
+        matches!(
+            p,
+            Protocol::Http | Protocol::Https | Protocol::Ws | Protocol::Wss
+        )
+    })
 }
 
 /// Builds one plugin instance; on failure, the 503 reason its routes give (and a fault).
@@ -365,7 +376,7 @@ impl ServiceTarget {
     fn new(service: &Service) -> Self {
         Self {
             id: service.id,
-            https: service.protocol == Protocol::Https,
+            https: matches!(service.protocol, Protocol::Https | Protocol::Wss),
             host: service.host.clone(),
             port: service.port,
             path: service.path.clone(),

@@ -27,6 +27,7 @@ mod response_body;
 mod session;
 mod slow_client;
 mod upstream;
+mod websocket;
 
 use std::sync::Arc;
 

@@ -24,7 +24,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use sluice_plugin::{
     Body, BoxError, Flow, Outcome, PluginState, ProxyRequest, RequestBody, RequestCtx, Upstream,
 };
@@ -40,6 +39,7 @@ use crate::request_body::ClientBody;
 use crate::request_id::RequestIds;
 use crate::response_body::{run_log, Phases, ResponseBody};
 use crate::upstream::HttpClient;
+use crate::websocket;
 use crate::Live;
 
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
@@ -262,6 +262,9 @@ fn route(
     if target.https_only {
         return Err(https_required(&target, parts, &host_header, request_id));
     }
+    if target.websocket_only && !is_websocket_handshake(&parts.headers) {
+        return Err(websocket_required(request_id));
+    }
     if let Some(reason) = &target.unavailable {
         let shape = ErrorShape::of(&target);
         let response = shape.body(StatusCode::SERVICE_UNAVAILABLE, reason, request_id);
@@ -312,6 +315,32 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), &'static str> {
         [only] if only.eq_ignore_ascii_case("chunked") => Ok(()),
         _ => Err("Bad request: unsupported Transfer-Encoding (only chunked is accepted)"),
     }
+}
+
+/// A WebSocket opening handshake (RFC 6455 §4.1): `Upgrade: websocket` and `Connection:
+/// upgrade`.
+fn is_websocket_handshake(headers: &HeaderMap) -> bool {
+    connection_has(headers, "upgrade")
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// A plain request on a route whose protocols are only `ws`/`wss`: 426, naming the
+/// protocol to upgrade to.
+fn websocket_required(request_id: &str) -> Answered {
+    let mut response = error(
+        StatusCode::UPGRADE_REQUIRED,
+        "Please use WebSocket protocol",
+        request_id,
+    );
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response
 }
 
 /// Kong's answer to plain http on an https-only route: 426, or the route's redirect.
@@ -408,6 +437,8 @@ impl<'a> Session<'a> {
             }
             _ => &path,
         });
+        // Read before the hop-by-hop headers that say it go.
+        let websocket = is_websocket_handshake(&parts.headers);
         // Hop-by-hop headers go first, before Sluice adds its own: a client listing
         // `Connection: X-Forwarded-For` must not be able to remove what the gateway sets.
         strip_hop_by_hop(&mut parts.headers);
@@ -446,6 +477,7 @@ impl<'a> Session<'a> {
             from_upstream: false,
             log: serde_json::Map::new(),
             ai: None,
+            websocket,
         };
         let chain = target.chain.clone();
         let states = chain.handlers.iter().map(|h| h.new_state()).collect();
@@ -797,26 +829,25 @@ impl<'a> Session<'a> {
     /// headers, then splice the two upgraded connections until either side closes. The log
     /// phase runs when the splice ends.
     fn switch_protocols(
-        self,
+        mut self,
         mut response: http::Response<Incoming>,
         client_side: hyper::upgrade::OnUpgrade,
     ) -> Response<Body> {
         let upstream_side = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
+        self.ctx.from_upstream = true;
+        self.header_filters(&mut parts);
         let mut phases = self.finish(&mut parts);
         tokio::spawn(async move {
-            let request_id = &phases.ctx.request_id;
             match tokio::try_join!(client_side, upstream_side) {
-                Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    if let Err(error) =
-                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(%request_id, %error, "upgraded connection ended with an error");
-                    }
+                Ok((client, upstream)) if websocket::wants_messages(&phases) => {
+                    websocket::relay(client, upstream, &mut phases).await;
                 }
-                Err(error) => tracing::warn!(%request_id, %error, "protocol upgrade failed"),
+                Ok((client, upstream)) => websocket::splice(client, upstream, &mut phases).await,
+                Err(error) => {
+                    let request_id = &phases.ctx.request_id;
+                    tracing::warn!(%request_id, %error, "protocol upgrade failed");
+                }
             }
             run_log(&mut phases);
         });

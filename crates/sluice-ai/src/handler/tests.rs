@@ -267,6 +267,7 @@ fn ctx(path_suffix: &str) -> RequestCtx {
         from_upstream: false,
         log: serde_json::Map::new(),
         ai: None,
+        websocket: false,
     }
 }
 

@@ -1,7 +1,8 @@
 use super::Driver;
 use crate::route_type::RouteType;
 
-/// OpenAI: every route type of its seed page.
+/// OpenAI: every route type of its seed page (realtime only through ai-proxy-advanced, as
+/// Kong has it; the handler's factory checks that).
 pub struct OpenAi;
 
 impl Driver for OpenAi {
@@ -13,8 +14,7 @@ impl Driver for OpenAi {
         (true, "api.openai.com", 443)
     }
 
-    fn serves(&self, route_type: RouteType) -> bool {
-        // Realtime is a WebSocket; this gateway does not proxy it yet.
-        route_type != RouteType::Realtime
+    fn serves(&self, _route_type: RouteType) -> bool {
+        true
     }
 }

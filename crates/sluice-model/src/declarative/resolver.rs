@@ -13,6 +13,7 @@ use super::{Content, DeclarativeError, Entities, FPlugin, FRoute, Source, ID_NAM
 use crate::entity::{
     Acl, BasicAuth, Consumer, Entity, EntityKind, KeyAuth, Plugin, Route, Service,
 };
+use crate::relations;
 use crate::schema::Schemas;
 use crate::violation::SchemaViolation;
 
@@ -285,9 +286,42 @@ pub(super) fn resolve(
     }
 
     if errors.is_empty() {
+        check_relations(&entities, &route_items, &plugin_items, &mut errors);
+    }
+    if errors.is_empty() {
         Ok(entities)
     } else {
         Err(errors)
+    }
+}
+
+/// The rules between a route and its service, and a plugin and its scope
+/// ([`crate::relations`]), over the file's own entities.
+fn check_relations(
+    entities: &Entities,
+    route_items: &[RouteItem<'_>],
+    plugin_items: &[PluginItem<'_>],
+    errors: &mut Vec<DeclarativeError>,
+) {
+    let services: HashMap<Uuid, &Service> = entities.services.iter().map(|s| (s.id, s)).collect();
+    let routes: HashMap<Uuid, &Route> = entities.routes.iter().map(|r| (r.id, r)).collect();
+    for (item, route) in route_items.iter().zip(&entities.routes) {
+        let mut violation = SchemaViolation::default();
+        let service = route.service.and_then(|s| services.get(&s.id).copied());
+        relations::route_service(route, service, &mut violation);
+        let shape = Value::Object(item.route.fields.clone());
+        report(&item.route.source, &shape, &violation, errors);
+    }
+    for (item, plugin) in plugin_items.iter().zip(&entities.plugins) {
+        if !relations::plugin_needs_scope(plugin) {
+            continue;
+        }
+        let route = plugin.route.and_then(|r| routes.get(&r.id).copied());
+        let service = plugin.service.and_then(|s| services.get(&s.id).copied());
+        let mut violation = SchemaViolation::default();
+        relations::plugin_scope(plugin, route, service, &mut violation);
+        let shape = Value::Object(item.plugin.fields.clone());
+        report(&item.plugin.source, &shape, &violation, errors);
     }
 }
 

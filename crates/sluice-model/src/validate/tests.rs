@@ -118,7 +118,7 @@ fn routes() {
     );
     check(R, json!({"headers": {"host": ["a"]}}), Some("schema violation (headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute)"));
     check(R, json!({"protocols": ["http"], "snis": ["a.com"], "paths": ["/"]}), Some("schema violation (snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough')"));
-    check(R, json!({"protocols": ["http", "tcp"], "paths": ["/"]}), Some("schema violation (protocols: these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'))"));
+    check(R, json!({"protocols": ["http", "tcp"], "paths": ["/"]}), Some("schema violation (protocols: these sets are mutually exclusive: ('grpc', 'grpcs'), ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('ws', 'wss'))"));
     check(
         R,
         json!({"protocols": ["tcp"], "sources": [{"ip": "10.0.0.0/8"}]}),

@@ -53,6 +53,7 @@ fn ctx(ip: [u8; 4]) -> RequestCtx {
         from_upstream: false,
         log: serde_json::Map::new(),
         ai: None,
+        websocket: false,
     }
 }
 
