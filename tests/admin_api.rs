@@ -359,7 +359,8 @@ async fn info_status_and_schema_endpoints() {
             .as_array()
             .unwrap()
             .len(),
-        8
+        10,
+        "Kong EE's eight and ws, wss"
     );
     assert_eq!(field(&services, "port")["between"], json!([0, 65535]));
     let (_, routes) = kong.get("/schemas/routes").await;

@@ -29,7 +29,7 @@ use sluice_plugin::{
     ProxyRequest, RequestBody, RequestCtx, StreamStart, WsDirection,
 };
 
-use balancer::{Algorithm, Balancer, Criteria, TargetState};
+use balancer::{Algorithm, Balancer, Criteria, LatencyStrategy, TargetState, TokensStrategy, Used};
 
 const PRIORITY: i64 = 770;
 
@@ -54,8 +54,8 @@ struct BalancerConfig {
     connect_timeout: Option<u64>,
     read_timeout: Option<u64>,
     write_timeout: Option<u64>,
-    // `tokens_count_strategy` and `latency_strategy` are validated by the schema; the
-    // balancer uses one measure for each (see `Balancer::new`).
+    tokens_count_strategy: Option<String>,
+    latency_strategy: Option<String>,
     hash_on_header: Option<String>,
     max_fails: Option<u32>,
     fail_timeout: Option<u64>,
@@ -163,6 +163,11 @@ impl PluginFactory for Factory {
                 "must be greater than 0 when max_fails is set",
             ));
         }
+        let latency = LatencyStrategy::parse(b.latency_strategy.as_deref().unwrap_or("tpot"))
+            .map_err(|e| PluginBuildError::at(plugin, "balancer.latency_strategy", e))?;
+        let tokens =
+            TokensStrategy::parse(b.tokens_count_strategy.as_deref().unwrap_or("total-tokens"))
+                .map_err(|e| PluginBuildError::at(plugin, "balancer.tokens_count_strategy", e))?;
         let criteria = Criteria::parse(
             b.failover_criteria
                 .as_deref()
@@ -199,13 +204,23 @@ impl PluginFactory for Factory {
             .unwrap_or_else(|e| e.into_inner())
             .insert(plugin.id, targets.iter().map(|t| t.state.clone()).collect());
         // The balancer (round-robin position, hash ring) is per plugin and target list.
-        let balancer_key = format!("{}:{:?}:{weights:?}", plugin.id, algorithm);
+        let balancer_key = format!(
+            "{}:{:?}:{latency:?}:{tokens:?}:{weights:?}",
+            plugin.id, algorithm
+        );
         let balancer = self
             .balancers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(balancer_key)
-            .or_insert_with(|| Arc::new(Balancer::new(algorithm, weights.clone())))
+            .or_insert_with(|| {
+                Arc::new(Balancer::measuring(
+                    algorithm,
+                    weights.clone(),
+                    latency,
+                    tokens,
+                ))
+            })
             .clone();
         let timeout = Duration::from_millis(
             b.connect_timeout.unwrap_or(60_000)
@@ -610,8 +625,13 @@ impl Plugin for Advanced {
                 (true, Some(handshake)) => handshake,
                 _ => call.sent_at.map(|t| t.elapsed()).unwrap_or_default(),
             };
-            let tokens = ctx.ai.as_ref().map_or(0, |ai| ai.total_tokens);
-            state.answered(took, failed, tokens, Instant::now());
+            let used = ctx.ai.as_ref().map_or(Used::default(), |ai| Used {
+                prompt_tokens: ai.prompt_tokens,
+                completion_tokens: ai.completion_tokens,
+                total_tokens: ai.total_tokens,
+                cost: ai.cost,
+            });
+            state.answered(took, failed, used, Instant::now());
         }
         if let Some(ai) = ctx.ai.as_deref_mut() {
             // Accounting names the targets tried; the figures are the answering target's.

@@ -253,7 +253,11 @@ impl AiProxy {
                         .into());
                     };
                     // Sub-resources (`/files/{id}`, `/batches/{id}/cancel`) follow the base.
-                    let sub = if self.config.route_type.reads_json(&request.parts.method) {
+                    // A realtime session has one endpoint, whatever the client's path
+                    // ends in (the SDKs append `/realtime` to their base URL).
+                    let sub = if self.config.route_type.reads_json(&request.parts.method)
+                        || route_type == RouteType::Realtime
+                    {
                         ""
                     } else {
                         suffix

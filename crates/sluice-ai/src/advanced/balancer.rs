@@ -47,6 +47,70 @@ impl Algorithm {
     }
 }
 
+/// Kong's `balancer.latency_strategy`: what `lowest-latency` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatencyStrategy {
+    /// Time per output token: the answer's time over its completion tokens (Kong's default).
+    #[default]
+    Tpot,
+    /// End to end: the whole answer's time.
+    E2e,
+}
+
+/// Kong's `balancer.tokens_count_strategy`: what `lowest-usage` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokensStrategy {
+    #[default]
+    Total,
+    Prompt,
+    Completion,
+    Cost,
+}
+
+impl LatencyStrategy {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "tpot" => Ok(LatencyStrategy::Tpot),
+            "e2e" => Ok(LatencyStrategy::E2e),
+            other => Err(format!("expected one of: tpot, e2e (got '{other}')")),
+        }
+    }
+}
+
+impl TokensStrategy {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "total-tokens" => TokensStrategy::Total,
+            "prompt-tokens" => TokensStrategy::Prompt,
+            "completion-tokens" => TokensStrategy::Completion,
+            "cost" => TokensStrategy::Cost,
+            "llm-accuracy" => {
+                return Err(
+                    "'llm-accuracy' needs the ai-llm-as-judge plugin, which Sluice does \
+                            not have; use total-tokens, prompt-tokens, completion-tokens or cost"
+                        .to_owned(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "expected one of: total-tokens, prompt-tokens, completion-tokens, cost, \
+                     llm-accuracy (got '{other}')"
+                ))
+            }
+        })
+    }
+}
+
+/// What one answered request used, for `lowest-usage` and `tpot`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Used {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// In the model's cost unit (`input_cost`/`output_cost` per million tokens).
+    pub cost: f64,
+}
+
 /// Kong's `failover_criteria` (nginx's `proxy_next_upstream` words).
 #[derive(Debug, Clone, Default)]
 pub struct Criteria {
@@ -108,9 +172,15 @@ impl Criteria {
 pub struct TargetState {
     pub name: String,
     in_flight: AtomicU64,
-    /// Latency EWMA in microseconds (0 until the first answer).
+    /// Latency EWMA in microseconds (0 until the first answer): end to end, and per output
+    /// token (nanoseconds).
     ewma_us: AtomicU64,
+    tpot_ewma_ns: AtomicU64,
     tokens: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    /// Cost in billionths of the cost unit, so it adds up atomically.
+    cost_nano: AtomicU64,
     max_fails: AtomicU32,
     fail_timeout_ms: AtomicU64,
     failures: Mutex<VecDeque<Instant>>,
@@ -125,7 +195,11 @@ impl TargetState {
             name,
             in_flight: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0),
+            tpot_ewma_ns: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            cost_nano: AtomicU64::new(0),
             max_fails: AtomicU32::new(0),
             fail_timeout_ms: AtomicU64::new(10_000),
             failures: Mutex::default(),
@@ -162,25 +236,49 @@ impl TargetState {
             self.failed.fetch_add(1, Ordering::Relaxed);
             self.fail(now);
         } else {
-            // Peak-EWMA-like: a slower answer moves it at once, a faster one decays it.
-            let sample = took.as_micros() as u64;
-            let _ = self
-                .ewma_us
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                    Some(if old == 0 || sample > old {
-                        sample
-                    } else {
-                        (old * 7 + sample) / 8
-                    })
-                });
+            peak_ewma(&self.ewma_us, took.as_micros() as u64);
             *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
-    /// The attempt that answered the client: as [`finished`](Self::finished), plus its tokens.
-    pub fn answered(&self, took: Duration, failed: bool, tokens: u64, now: Instant) {
-        self.tokens.fetch_add(tokens, Ordering::Relaxed);
+    /// The attempt that answered the client: as [`finished`](Self::finished), plus what it
+    /// used and its time per output token.
+    pub fn answered(&self, took: Duration, failed: bool, used: Used, now: Instant) {
+        self.tokens.fetch_add(used.total_tokens, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(used.prompt_tokens, Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(used.completion_tokens, Ordering::Relaxed);
+        self.cost_nano
+            .fetch_add((used.cost * 1e9).round() as u64, Ordering::Relaxed);
+        if !failed && used.completion_tokens > 0 {
+            let per_token = took.as_nanos() as u64 / used.completion_tokens;
+            peak_ewma(&self.tpot_ewma_ns, per_token.max(1));
+        }
         self.finished(took, failed, now);
+    }
+
+    fn usage(&self, strategy: TokensStrategy) -> f64 {
+        match strategy {
+            TokensStrategy::Total => self.tokens.load(Ordering::Relaxed) as f64,
+            TokensStrategy::Prompt => self.prompt_tokens.load(Ordering::Relaxed) as f64,
+            TokensStrategy::Completion => self.completion_tokens.load(Ordering::Relaxed) as f64,
+            TokensStrategy::Cost => self.cost_nano.load(Ordering::Relaxed) as f64,
+        }
+    }
+
+    /// 0 until measured. `tpot` falls back to end to end while no answer had output tokens
+    /// (embeddings, a first request), so a target is not preferred for never being measured
+    /// that way.
+    fn latency(&self, strategy: LatencyStrategy) -> u64 {
+        let e2e = self.ewma_us.load(Ordering::Relaxed);
+        match strategy {
+            LatencyStrategy::E2e => e2e,
+            LatencyStrategy::Tpot => match self.tpot_ewma_ns.load(Ordering::Relaxed) {
+                0 => e2e.saturating_mul(1000),
+                tpot => tpot,
+            },
+        }
     }
 
     fn fail(&self, now: Instant) {
@@ -214,29 +312,63 @@ impl TargetState {
             "open_for_ms": open.map_or(0, |u| u.saturating_duration_since(now).as_millis() as u64),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
             "latency_ewma_ms": self.ewma_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            "tpot_ewma_ms": self.tpot_ewma_ns.load(Ordering::Relaxed) as f64 / 1e6,
             "tokens": self.tokens.load(Ordering::Relaxed),
+            "prompt_tokens": self.prompt_tokens.load(Ordering::Relaxed),
+            "completion_tokens": self.completion_tokens.load(Ordering::Relaxed),
+            "cost": self.cost_nano.load(Ordering::Relaxed) as f64 / 1e9,
             "requests": self.requests.load(Ordering::Relaxed),
             "failures": self.failed.load(Ordering::Relaxed),
         })
     }
 }
 
+/// Peak-EWMA-like: a slower sample moves it at once, a faster one decays it.
+fn peak_ewma(cell: &AtomicU64, sample: u64) {
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 || sample > old {
+            sample
+        } else {
+            (old * 7 + sample) / 8
+        })
+    });
+}
+
 /// The per-plugin part of balancing: round-robin positions, weights.
 #[derive(Debug)]
 pub struct Balancer {
     algorithm: Algorithm,
+    latency: LatencyStrategy,
+    tokens: TokensStrategy,
     weights: Vec<u32>,
     /// Smooth weighted round-robin's current weights (nginx's algorithm).
     current: Mutex<Vec<i64>>,
 }
 
 impl Balancer {
-    /// `lowest-latency` compares each target's answer-time EWMA (whether `latency_strategy`
-    /// is `tpot` or `e2e`), `lowest-usage` its total tokens: one measure each, for now.
+    /// Round-robin and the others that do not measure, with Kong's default strategies.
     pub fn new(algorithm: Algorithm, weights: Vec<u32>) -> Self {
+        Self::measuring(
+            algorithm,
+            weights,
+            LatencyStrategy::Tpot,
+            TokensStrategy::Total,
+        )
+    }
+
+    /// `lowest-latency` compares each target's EWMA of `latency`, `lowest-usage` what
+    /// `tokens` counts, per unit of weight.
+    pub fn measuring(
+        algorithm: Algorithm,
+        weights: Vec<u32>,
+        latency: LatencyStrategy,
+        tokens: TokensStrategy,
+    ) -> Self {
         let current = Mutex::new(vec![0; weights.len()]);
         Self {
             algorithm,
+            latency,
+            tokens,
             weights,
             current,
         }
@@ -271,7 +403,7 @@ impl Balancer {
                 load(*a).total_cmp(&load(*b))
             }),
             Algorithm::LowestUsage => available.iter().copied().min_by(|a, b| {
-                let usage = |i: usize| states[i].tokens.load(Ordering::Relaxed) as f64 / weight(i);
+                let usage = |i: usize| states[i].usage(self.tokens) / weight(i);
                 usage(*a).total_cmp(&usage(*b))
             }),
             Algorithm::LowestLatency => {
@@ -279,7 +411,7 @@ impl Balancer {
                 available
                     .iter()
                     .copied()
-                    .min_by_key(|i| states[*i].ewma_us.load(Ordering::Relaxed))
+                    .min_by_key(|i| states[*i].latency(self.latency))
             }
             Algorithm::ConsistentHashing => match hash_key {
                 // Rendezvous hashing: adding a target moves only the keys it wins.
@@ -360,6 +492,76 @@ mod tests {
         }
         let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
         assert!(moved > 20 && moved < 90, "about a quarter moves: {moved}");
+    }
+
+    #[test]
+    fn lowest_latency_compares_time_per_token_or_end_to_end_as_configured() {
+        // Target 0 answers in 100 ms with 10 tokens (10 ms/token); target 1 in 60 ms with 2
+        // (30 ms/token): faster end to end, slower per token.
+        let states = states(2);
+        let used = |completion| Used {
+            completion_tokens: completion,
+            ..Used::default()
+        };
+        let now = Instant::now();
+        states[0].answered(Duration::from_millis(100), false, used(10), now);
+        states[1].answered(Duration::from_millis(60), false, used(2), now);
+        let refs: Vec<&TargetState> = states.iter().collect();
+        let pick = |latency| {
+            Balancer::measuring(
+                Algorithm::LowestLatency,
+                vec![100; 2],
+                latency,
+                TokensStrategy::Total,
+            )
+            .pick(&[0, 1], &refs, None)
+        };
+        assert_eq!(pick(LatencyStrategy::Tpot), Some(0));
+        assert_eq!(pick(LatencyStrategy::E2e), Some(1));
+    }
+
+    #[test]
+    fn lowest_usage_counts_what_tokens_count_strategy_names() {
+        let states = states(2);
+        let now = Instant::now();
+        // Target 0: many prompt tokens, cheap; target 1: many completion tokens, dear.
+        states[0].answered(
+            Duration::from_millis(1),
+            false,
+            Used {
+                prompt_tokens: 90,
+                completion_tokens: 10,
+                total_tokens: 100,
+                cost: 0.001,
+            },
+            now,
+        );
+        states[1].answered(
+            Duration::from_millis(1),
+            false,
+            Used {
+                prompt_tokens: 10,
+                completion_tokens: 50,
+                total_tokens: 60,
+                cost: 0.01,
+            },
+            now,
+        );
+        let refs: Vec<&TargetState> = states.iter().collect();
+        let pick = |tokens| {
+            Balancer::measuring(
+                Algorithm::LowestUsage,
+                vec![100; 2],
+                LatencyStrategy::Tpot,
+                tokens,
+            )
+            .pick(&[0, 1], &refs, None)
+        };
+        assert_eq!(pick(TokensStrategy::Total), Some(1));
+        assert_eq!(pick(TokensStrategy::Prompt), Some(1));
+        assert_eq!(pick(TokensStrategy::Completion), Some(0));
+        assert_eq!(pick(TokensStrategy::Cost), Some(0));
+        assert!(TokensStrategy::parse("llm-accuracy").is_err());
     }
 
     #[test]

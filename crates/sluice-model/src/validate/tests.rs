@@ -47,7 +47,7 @@ fn services() {
         json!({"host": "x", "port": 0.5}),
         Some("schema violation (port: expected an integer)"),
     );
-    check(S, json!({"host": "x", "protocol": "ftp"}), Some("schema violation (protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp)"));
+    check(S, json!({"host": "x", "protocol": "ftp"}), Some("schema violation (protocol: expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss)"));
     check(
         S,
         json!({"host": "x", "path": "/a//b"}),
