@@ -627,3 +627,60 @@ async fn the_whole_xai_rest_api_behind_one_route_with_the_key_injected() {
         "the key is never logged"
     );
 }
+
+/// A provider whose every answer is not HTTP: a status line, then a header line without a
+/// colon. Returns its URL; the listener task lives as long as the test's runtime.
+async fn garbled_provider() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nthis is not a header\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_invalid_response_header_fails_over_only_when_the_criteria_name_it() {
+    let good = mocks(&["good"]).await.remove(0);
+    let garbled = garbled_provider().await;
+    let node = Sluice::start().await;
+    let mut broken = target(&good, "gpt-4o", json!({"weight": 100}));
+    broken["model"]["options"]["upstream_url"] = json!(garbled);
+    let targets = vec![broken, target(&good, "gpt-4o", json!({"weight": 1}))];
+    balanced(
+        &node,
+        targets,
+        json!({"algorithm": "priority", "failover_criteria": ["invalid_header", "non_idempotent"]}),
+    )
+    .await;
+    let (status, served_by, attempts, body) = chat(&node, &[], None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((served_by.as_str(), attempts.as_str()), ("good", "2"));
+
+    // Without invalid_header (or error) in the list, the client gets the gateway's 502 in
+    // OpenAI's shape and the second target is never asked.
+    let (_, plugins) = node.get("/plugins").await;
+    let id = plugins["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = node
+        .patch(
+            &format!("/plugins/{id}"),
+            json!({"config": {"balancer": {"failover_criteria": ["timeout", "http_500", "non_idempotent"]}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    node.wait_for_served(node.config_version().await).await;
+    let before = good.requests().len();
+    let (status, _, _, body) = chat(&node, &[], None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(good.requests().len(), before, "no failover");
+}
