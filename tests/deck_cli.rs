@@ -466,3 +466,78 @@ routes:
     );
     common::remove_dir(&dir);
 }
+
+/// decK's `020-same-names-altered-ids`: the same names under new ids. decK ends with the new
+/// ids; the plan deletes the old rows and creates the new ones in one transaction, so the
+/// names must not collide on the way.
+#[tokio::test]
+async fn a_sync_that_keeps_names_under_new_ids_ends_with_the_new_ids() {
+    let node = Sluice::start().await;
+    let dir = node.dir.clone();
+    let config = |service: &str, route: &str, consumer: &str| {
+        format!(
+            r#"_format_version: "3.0"
+services:
+  - name: svc1
+    id: {service}
+    host: mockbin.org
+    routes:
+      - name: r1
+        id: {route}
+        paths: [/r1]
+        plugins:
+          - name: rate-limiting
+            instance_name: r1-limit
+            config: {{minute: 10}}
+consumers:
+  - username: alice
+    id: {consumer}
+    keyauth_credentials:
+      - key: alice-key
+"#
+        )
+    };
+    let first = write(
+        &dir,
+        "first.yaml",
+        &config(
+            "11111111-1111-4111-8111-111111111111",
+            "22222222-2222-4222-8222-222222222222",
+            "33333333-3333-4333-8333-333333333333",
+        ),
+    );
+    let out = run(Some(&node), &["sync", &first], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let altered = write(
+        &dir,
+        "altered.yaml",
+        &config(
+            "44444444-4444-4444-8444-444444444444",
+            "55555555-5555-4555-8555-555555555555",
+            "66666666-6666-4666-8666-666666666666",
+        ),
+    );
+    let out = run(Some(&node), &["sync", &altered], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let (_, service) = node.get("/services/svc1").await;
+    assert_eq!(service["id"], "44444444-4444-4444-8444-444444444444");
+    let (_, route) = node.get("/routes/r1").await;
+    assert_eq!(route["id"], "55555555-5555-4555-8555-555555555555");
+    assert_eq!(
+        route["service"]["id"],
+        "44444444-4444-4444-8444-444444444444"
+    );
+    let (_, consumer) = node.get("/consumers/alice").await;
+    assert_eq!(consumer["id"], "66666666-6666-4666-8666-666666666666");
+    assert_eq!(node.count("services").await, 1);
+    assert_eq!(node.count("routes").await, 1);
+    assert_eq!(node.count("plugins").await, 1);
+    let (_, keys) = node.get("/consumers/alice/key-auth").await;
+    assert_eq!(keys["data"][0]["key"], "alice-key", "{keys}");
+    let out = run(
+        Some(&node),
+        &["diff", &altered, "--non-zero-exit-code"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "nothing left: {}", stdout(&out));
+}

@@ -334,6 +334,35 @@ pub async fn route_service(
     Ok(Json(render(&service)))
 }
 
+/// The id of the service route `key` references: 404 for a route that does not exist (not
+/// 405, as Kong answers) or has no service.
+async fn service_of_route(state: &AdminState, key: &str) -> Result<Uuid, ApiError> {
+    let route: Route = state.store().get(key).await?.ok_or(ApiError::NotFound)?;
+    Ok(route.service.ok_or(ApiError::NotFound)?.id)
+}
+
+/// `PATCH /routes/{r}/service`: Kong updates the service the route references.
+pub async fn patch_route_service(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let id = service_of_route(&state, &key).await?;
+    patch_in::<Service>(&state, id.to_string(), None, &headers, &bytes).await
+}
+
+/// `PUT /routes/{r}/service`: replaces the service the route references, keeping its id.
+pub async fn put_route_service(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let id = service_of_route(&state, &key).await?;
+    put_in::<Service>(&state, id.to_string(), None, &headers, &bytes).await
+}
+
 /// `GET /plugins/enabled`.
 pub async fn enabled_plugins(State(state): State<AdminState>) -> Json<Value> {
     let names: Vec<&str> = state.schemas().plugins().map(|p| p.name.as_str()).collect();

@@ -240,9 +240,23 @@ pub fn router(state: AdminState) -> Router {
                 .post(entities::create_nested::<Service, Route>),
         )
         .route(
+            "/services/{key}/routes/{item}",
+            get(entities::get_nested::<Service, Route>)
+                .put(entities::put_nested::<Service, Route>)
+                .patch(entities::patch_nested::<Service, Route>)
+                .delete(entities::delete_nested::<Service, Route>),
+        )
+        .route(
             "/services/{key}/plugins",
             get(entities::list_nested::<Service, Plugin>)
                 .post(entities::create_nested::<Service, Plugin>),
+        )
+        .route(
+            "/services/{key}/plugins/{item}",
+            get(entities::get_nested::<Service, Plugin>)
+                .put(entities::put_nested::<Service, Plugin>)
+                .patch(entities::patch_nested::<Service, Plugin>)
+                .delete(entities::delete_nested::<Service, Plugin>),
         )
         // routes
         .route(
@@ -256,11 +270,23 @@ pub fn router(state: AdminState) -> Router {
                 .patch(entities::patch::<Route>)
                 .delete(entities::delete::<Route>),
         )
-        .route("/routes/{key}/service", get(entities::route_service))
+        .route(
+            "/routes/{key}/service",
+            get(entities::route_service)
+                .patch(entities::patch_route_service)
+                .put(entities::put_route_service),
+        )
         .route(
             "/routes/{key}/plugins",
             get(entities::list_nested::<Route, Plugin>)
                 .post(entities::create_nested::<Route, Plugin>),
+        )
+        .route(
+            "/routes/{key}/plugins/{item}",
+            get(entities::get_nested::<Route, Plugin>)
+                .put(entities::put_nested::<Route, Plugin>)
+                .patch(entities::patch_nested::<Route, Plugin>)
+                .delete(entities::delete_nested::<Route, Plugin>),
         )
         // consumers
         .route(
@@ -278,6 +304,13 @@ pub fn router(state: AdminState) -> Router {
             "/consumers/{key}/plugins",
             get(entities::list_nested::<Consumer, Plugin>)
                 .post(entities::create_nested::<Consumer, Plugin>),
+        )
+        .route(
+            "/consumers/{key}/plugins/{item}",
+            get(entities::get_nested::<Consumer, Plugin>)
+                .put(entities::put_nested::<Consumer, Plugin>)
+                .patch(entities::patch_nested::<Consumer, Plugin>)
+                .delete(entities::delete_nested::<Consumer, Plugin>),
         )
         .merge(credential_routes::<KeyAuth>())
         .merge(credential_routes::<BasicAuth>())

@@ -129,6 +129,37 @@ pub(crate) async fn delete(
     Ok(deleted)
 }
 
+/// Frees the unique keys (names, keys, cache keys) of every row the plan deletes, before any
+/// other change: a sync that keeps a name under a new id (decK's "same names, altered ids")
+/// creates the new row before it deletes the old one, and must not collide with it. Each key
+/// becomes a value no entity can have (it embeds the row's id); the rows go later in the
+/// plan, in one transaction, so nothing else ever sees them renamed.
+pub(crate) async fn release_unique_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    for change in plan.changes.iter().filter(|c| c.op == Op::Delete) {
+        let columns = crate::rows::unique_columns(change.kind);
+        if columns.is_empty() {
+            continue;
+        }
+        let sets: Vec<String> = columns
+            .iter()
+            .map(|c| format!("\"{c}\" = 'sluice-deleting:' || id"))
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE id = ?",
+            change.kind.collection(),
+            sets.join(", ")
+        );
+        sqlx::query(&sql)
+            .bind(change.id.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Applies a plan in batches of consecutive changes with the same operation and kind, so the
 /// plan's order (creates top-down, deletes bottom-up) is kept.
 pub(crate) async fn apply_plan(

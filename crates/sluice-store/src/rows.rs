@@ -37,6 +37,22 @@ pub trait Stored: Entity {
     }
 }
 
+/// [`Stored::UNIQUE`] by kind, for code that has a kind and no type.
+pub(crate) fn unique_columns(kind: sluice_model::EntityKind) -> &'static [&'static str] {
+    use sluice_model::{
+        Acl, BasicAuth, Consumer, EntityKind as K, KeyAuth, Plugin, Route, Service,
+    };
+    match kind {
+        K::Service => Service::UNIQUE,
+        K::Route => Route::UNIQUE,
+        K::Consumer => Consumer::UNIQUE,
+        K::Plugin => Plugin::UNIQUE,
+        K::KeyAuth => KeyAuth::UNIQUE,
+        K::BasicAuth => BasicAuth::UNIQUE,
+        K::Acl => Acl::UNIQUE,
+    }
+}
+
 fn fk(k: &Option<ForeignKey>) -> Option<Uuid> {
     k.map(|k| k.id)
 }

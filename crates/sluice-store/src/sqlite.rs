@@ -312,6 +312,7 @@ impl Store {
         // Fast path: batched statements, constraints checked by the database.
         let mut tx = self.writer.begin().await?;
         check_version(&mut tx, expected_version).await?;
+        crate::bulk::release_unique_keys(&mut tx, plan).await?;
         if crate::bulk::apply_plan(&mut tx, plan).await.is_ok() {
             return self.commit(tx).await;
         }
@@ -319,6 +320,7 @@ impl Store {
                   // Slow path: row by row with explicit checks, to name the change that fails.
         let mut tx = self.writer.begin().await?;
         check_version(&mut tx, expected_version).await?;
+        crate::bulk::release_unique_keys(&mut tx, plan).await?;
         for (index, change) in plan.changes.iter().enumerate() {
             let result = apply_change(&mut tx, change).await;
             if let Err(source) = result {
