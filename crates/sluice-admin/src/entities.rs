@@ -390,11 +390,16 @@ async fn list_scoped<E: Stored>(
 ) -> Result<Json<Value>, ApiError> {
     let size = match params.get("size") {
         None => DEFAULT_PAGE_SIZE,
-        Some(size) => size
-            .parse::<u32>()
-            .ok()
-            .filter(|s| (1..=MAX_PAGE_SIZE).contains(s))
-            .ok_or(ApiError::InvalidSize)?,
+        // Kong reads the size with Lua's tonumber, then checks it is a whole number in range.
+        Some(size) => match size.trim().parse::<f64>() {
+            Err(_) => return Err(ApiError::InvalidSize("size must be a number")),
+            Ok(n) if n.fract() == 0.0 && (1.0..=f64::from(MAX_PAGE_SIZE)).contains(&n) => n as u32,
+            Ok(_) => {
+                return Err(ApiError::InvalidSize(
+                    "size must be an integer between 1 and 1000",
+                ))
+            }
+        },
     };
     let tags = match params.get("tags").map(String::as_str) {
         None => TagFilter::None,

@@ -20,8 +20,10 @@ pub enum ApiError {
     NotFoundMessage(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error("size must be an integer between 1 and 1000")]
-    InvalidSize,
+    /// Kong's `INVALID_SIZE` (code 9): "size must be a number" for text, "size must be an
+    /// integer between 1 and 1000" for a number out of range.
+    #[error("{0}")]
+    InvalidSize(&'static str),
     /// Kong's `INVALID_OPTIONS` (code 11) for one option: `invalid option (tags: ...)`.
     #[error("invalid option ({option}: {reason})")]
     InvalidOption {
@@ -51,7 +53,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::NOT_FOUND, json!({ "message": message }))
             }
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "message": message })),
-            ApiError::InvalidSize => (
+            ApiError::InvalidSize(_) => (
                 StatusCode::BAD_REQUEST,
                 json!({"code": 9, "name": "invalid size", "message": message}),
             ),

@@ -214,7 +214,7 @@ impl Counters {
 
 /// The Admin API.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/", get(info::root))
         .route("/status", get(info::status))
         .route("/metrics", get(info::metrics))
@@ -349,8 +349,33 @@ pub fn router(state: AdminState) -> Router {
         .layer(middleware::from_fn(too_large_as_kong))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count))
-        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
+    // Kong's Admin API takes `/services/` as `/services`: one trailing slash is dropped
+    // before routing (axum's routes match exactly).
+    let app = app.with_state(state);
+    Router::new().fallback_service(tower::service_fn(move |mut request: Request| {
+        let app = app.clone();
+        async move {
+            if let Some(stripped) = without_trailing_slash(request.uri()) {
+                *request.uri_mut() = stripped;
+            }
+            tower::ServiceExt::oneshot(app, request).await
+        }
+    }))
+}
+
+/// `uri` without one trailing slash on its path (not the root's).
+fn without_trailing_slash(uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let path = uri.path();
+    if path.len() < 2 || !path.ends_with('/') {
+        return None;
+    }
+    let mut text = path[..path.len() - 1].to_owned();
+    if let Some(query) = uri.query() {
+        text.push('?');
+        text.push_str(query);
+    }
+    text.parse().ok()
 }
 
 /// A credential's endpoints, as Kong names them: `/consumers/{c}/key-auth[/{k}]` and

@@ -107,6 +107,19 @@ impl Schemas {
                 Value::String(crate::credentials::generate_key()),
             );
         }
+        if kind == EntityKind::Route && input.get("strip_path").is_none_or(Value::is_null) {
+            // Kong's grpc/grpcs route subschema defaults strip_path to false (the
+            // entity's default, true, is for http).
+            let protocols = input.get("protocols").and_then(Value::as_array);
+            let grpc = protocols.is_some_and(|protocols| {
+                protocols
+                    .iter()
+                    .any(|p| matches!(p.as_str(), Some("grpc" | "grpcs")))
+            });
+            if grpc {
+                input.insert("strip_path".to_owned(), Value::Bool(false));
+            }
+        }
         let mut value = Value::Object(input);
         let schema = self.entity(kind);
         schema.fill_defaults(&mut value);

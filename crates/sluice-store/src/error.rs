@@ -54,7 +54,7 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("'{0}' is not a valid offset: bad encoding")]
+    #[error("'{0}' is not a valid offset: bad base64 encoding")]
     InvalidOffset(String),
     #[error("stored {kind:?} {id} is unreadable: {reason}")]
     Corrupt {
