@@ -21,7 +21,8 @@ pub async fn root(State(state): State<AdminState>) -> Json<Value> {
             json!({"version": plugin.version, "priority": plugin.priority}),
         );
     }
-    let enabled: Vec<&str> = state.schemas().plugins().map(|p| p.name.as_str()).collect();
+    // Kong lists the plugins configured somewhere, not every plugin it has.
+    let enabled = state.store().plugin_names().await.unwrap_or_default();
     Json(json!({
         "tagline": "Welcome to kong",
         "version": KONG_COMPAT_VERSION,

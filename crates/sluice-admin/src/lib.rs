@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -359,9 +360,66 @@ pub fn router(state: AdminState) -> Router {
             if let Some(stripped) = without_trailing_slash(request.uri()) {
                 *request.uri_mut() = stripped;
             }
-            tower::ServiceExt::oneshot(app, request).await
+            let origin = request.headers().get(header::ORIGIN).cloned();
+            let mut response = if request.method() == axum::http::Method::OPTIONS {
+                preflight(&request)
+            } else {
+                tower::ServiceExt::oneshot(app, request).await?
+            };
+            // Kong's Admin API CORS headers, on every answer: browser-based admin tools
+            // (Kong Manager, Konga) read the API from another origin.
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                origin.unwrap_or(HeaderValue::from_static("*")),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            Ok::<_, std::convert::Infallible>(response)
         }
     }))
+}
+
+/// Kong's answer to `OPTIONS`: 204, with the methods the endpoint has, sorted, in `Allow` and
+/// `Access-Control-Allow-Methods`, and the request's `Access-Control-Request-Headers` (or
+/// `Content-Type`) allowed.
+fn preflight(request: &Request) -> Response {
+    let allow = HeaderValue::from_static(allowed_methods(request.uri().path()));
+    let headers_allowed = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("Content-Type"));
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, allow.clone());
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, allow);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, headers_allowed);
+    response
+}
+
+/// The methods of the endpoint at `path`, as Kong lists them: the root and the read-only
+/// endpoints `GET, HEAD, OPTIONS`; a collection adds `POST`; an entity (`/services/{s}`,
+/// `/services/{s}/routes/{r}`) has `DELETE, GET, HEAD, OPTIONS, PATCH, PUT`.
+fn allowed_methods(path: &str) -> &'static str {
+    const READ: &str = "GET, HEAD, OPTIONS";
+    const COLLECTION: &str = "GET, HEAD, OPTIONS, POST";
+    const ENTITY: &str = "DELETE, GET, HEAD, OPTIONS, PATCH, PUT";
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [] | ["status" | "metrics" | "endpoints" | "tags" | "clustering", ..] => READ,
+        ["schemas", rest @ ..] => match rest.last() {
+            Some(&"validate") => "OPTIONS, POST",
+            _ => READ,
+        },
+        ["ai", ..] | ["plugins", "enabled"] => READ,
+        ["config"] => COLLECTION,
+        ["routes", _, "service"] => "GET, HEAD, OPTIONS, PATCH, PUT",
+        s if s.len() % 2 == 1 => COLLECTION,
+        _ => ENTITY,
+    }
 }
 
 /// `uri` without one trailing slash on its path (not the root's).

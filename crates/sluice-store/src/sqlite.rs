@@ -206,6 +206,15 @@ impl Store {
         Ok(Page { data, offset })
     }
 
+    /// The names of the plugins configured, sorted (Kong's `enabled_in_cluster`).
+    pub async fn plugin_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT name FROM plugins ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
     /// Every entity at one version, read in one transaction (a consistent view).
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut tx = self.reader.begin().await?;
