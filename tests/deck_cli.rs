@@ -541,3 +541,61 @@ consumers:
     );
     assert_eq!(out.status.code(), Some(0), "nothing left: {}", stdout(&out));
 }
+
+/// decK's `--json-output` (go-database-reconciler's report) and `--skip-consumers`, which CI
+/// jobs call.
+#[tokio::test]
+async fn json_output_and_skip_consumers_as_decks() {
+    let node = Sluice::start().await;
+    let dir = node.dir.clone();
+    let file = write(&dir, "kong.yaml", CONFIG);
+    let out = run(Some(&node), &["diff", &file, "--json-output"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("{\n\t\"changes\""), "tab-indented: {text}");
+    let report: Value = serde_json::from_str(text.trim()).expect("one JSON report");
+    assert_eq!(report["summary"]["creating"], 7, "{report}");
+    assert_eq!(report["summary"]["total"], 7);
+    assert_eq!(report["changes"]["updating"], json!([]));
+    assert_eq!(report["errors"], json!([]));
+    let billing = report["changes"]["creating"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "billing")
+        .expect("the billing service");
+    assert_eq!(billing["kind"], "service");
+    assert_eq!(billing["body"]["new"]["host"], "billing.internal");
+    assert!(billing["body"]["old"].is_null());
+
+    let out = run(Some(&node), &["sync", &file, "--json-output"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["errors"], json!([]));
+    assert_eq!(node.count("services").await, 2, "the sync applied");
+
+    // A consumer made outside the file: a plain diff would delete it, --skip-consumers
+    // leaves it (and the file's own alice) out on both sides.
+    let (status, _) = node
+        .post("/consumers", json!({"username": "ops-made"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let out = run(Some(&node), &["diff", &file, "--json-output"], &[]);
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        report["changes"]["deleting"][0]["name"], "ops-made",
+        "{report}"
+    );
+    assert_eq!(
+        report["changes"]["deleting"][0]["body"]["new"]["username"],
+        "ops-made"
+    );
+    let out = run(
+        Some(&node),
+        &["sync", &file, "--skip-consumers", "--json-output"],
+        &[],
+    );
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["summary"]["total"], 0, "{report}");
+    assert_eq!(node.count("consumers").await, 2, "ops-made is still there");
+}

@@ -36,6 +36,19 @@ pub struct FilesArgs {
     select_tags: Vec<String>,
 }
 
+/// decK's flags of `diff` and `sync`.
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Leave consumers, their credentials and the plugins scoped to them out, on both sides
+    /// (decK's `--skip-consumers`).
+    #[arg(long)]
+    skip_consumers: bool,
+    /// Print decK's JSON report (`changes`, `summary`, `warnings`, `errors`) instead of the
+    /// text plan. As in decK, a failed sync is reported in `errors`.
+    #[arg(long)]
+    json_output: bool,
+}
+
 /// Why a command failed, already printed; the process exits with this code.
 pub struct Exit(pub i32);
 
@@ -150,8 +163,55 @@ struct Planned {
     secrets: Vec<String>,
 }
 
+/// `--skip-consumers`: consumers, their credentials and the plugins scoped to them.
+fn without_consumers(entities: &mut Entities) {
+    entities.consumers.clear();
+    entities.keyauth_credentials.clear();
+    entities.basicauth_credentials.clear();
+    entities.acls.clear();
+    entities.plugins.retain(|p| p.consumer.is_none());
+}
+
+/// decK's `--json-output` report of a plan (go-database-reconciler's `JSONOutputObject`):
+/// each change is `{name, kind, body: {new, old}}`; a deleted entity is in `new`.
+fn json_report(plan: &Plan, errors: &[String]) -> String {
+    let mut creating = Vec::new();
+    let mut updating = Vec::new();
+    let mut deleting = Vec::new();
+    for change in &plan.changes {
+        let (list, new, old) = match change.op {
+            diff::Op::Create => (&mut creating, change.new.as_ref(), None),
+            diff::Op::Update => (&mut updating, change.new.as_ref(), change.old.as_ref()),
+            diff::Op::Delete => (&mut deleting, change.old.as_ref(), None),
+        };
+        list.push(serde_json::json!({
+            "name": change.label,
+            "kind": change.kind.singular(),
+            "body": {"new": new, "old": old},
+        }));
+    }
+    let summary = serde_json::json!({
+        "creating": creating.len(),
+        "updating": updating.len(),
+        "deleting": deleting.len(),
+        "total": plan.changes.len(),
+    });
+    let report = serde_json::json!({
+        "changes": {"creating": creating, "updating": updating, "deleting": deleting},
+        "summary": summary,
+        "warnings": [],
+        "errors": errors,
+    });
+    // decK indents with tabs.
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    let _ = serde::Serialize::serialize(&report, &mut serializer);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Computes the plan of `files` against the Admin API's config.
-async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
+async fn plan(files: &FilesArgs, admin: &AdminArgs, flags: &PlanArgs) -> Result<Planned, Exit> {
     let schemas =
         crate::plugins::schemas(Arc::new(crate::plugins::offline_registry())).map_err(|e| {
             eprintln!("Error: {e}");
@@ -170,6 +230,11 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
             eprintln!("Error: {e:#}");
             Exit(1)
         })?;
+    let mut current = current;
+    if flags.skip_consumers {
+        without_consumers(&mut current);
+        without_consumers(&mut target);
+    }
     diff::reconcile(&mut target, &content, &current);
     let plan = diff::diff(&current, &target, &content.select_tags);
     // decK masks every DECK_ variable's value (templates read only those, so the values the
@@ -185,25 +250,57 @@ async fn plan(files: &FilesArgs, admin: &AdminArgs) -> Result<Planned, Exit> {
 pub async fn diff_command(
     files: &FilesArgs,
     admin: &AdminArgs,
+    flags: &PlanArgs,
     non_zero_exit_code: bool,
 ) -> Result<(), Exit> {
-    let Planned { plan, secrets, .. } = plan(files, admin).await?;
-    let rendered = diff::render(&plan, std::io::stdout().is_terminal());
-    print!("{}", crate::secrets::mask(rendered, &secrets));
+    let Planned { plan, secrets, .. } = plan(files, admin, flags).await?;
+    if flags.json_output {
+        println!(
+            "{}\n",
+            crate::secrets::mask(json_report(&plan, &[]), &secrets)
+        );
+    } else {
+        let rendered = diff::render(&plan, std::io::stdout().is_terminal());
+        print!("{}", crate::secrets::mask(rendered, &secrets));
+    }
     if non_zero_exit_code && !plan.is_empty() {
         return Err(Exit(2));
     }
     Ok(())
 }
 
-pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(), Exit> {
+pub async fn sync_command(
+    files: &FilesArgs,
+    admin_args: &AdminArgs,
+    flags: &PlanArgs,
+) -> Result<(), Exit> {
     let Planned {
         plan,
         version,
         secrets,
-    } = plan(files, admin_args).await?;
+    } = plan(files, admin_args, flags).await?;
+    if flags.json_output {
+        // decK reports a failed sync in the JSON's `errors` and exits 0; the report goes out
+        // once the sync is over.
+        let result = apply(&plan, version, admin_args).await;
+        let errors: Vec<String> = result.as_ref().err().cloned().into_iter().collect();
+        println!(
+            "{}\n",
+            crate::secrets::mask(json_report(&plan, &errors), &secrets)
+        );
+        return Ok(());
+    }
     let rendered = diff::render(&plan, std::io::stdout().is_terminal());
     print!("{}", crate::secrets::mask(rendered, &secrets));
+    apply(&plan, version, admin_args).await.map_err(|error| {
+        eprintln!("Error: {error}");
+        Exit(1)
+    })
+}
+
+/// Sends the plan to the Admin API, to apply in one transaction. The error says why nothing
+/// was applied.
+async fn apply(plan: &Plan, version: u64, admin_args: &AdminArgs) -> Result<(), String> {
     if plan.is_empty() {
         return Ok(());
     }
@@ -218,36 +315,28 @@ pub async fn sync_command(files: &FilesArgs, admin_args: &AdminArgs) -> Result<(
         .post(format!("{}/sluice/sync", admin.base))
         .json(&SyncRequest {
             expected_version: version,
-            plan: &plan,
+            plan,
         })
         .send()
         .await;
-    let response = match response {
-        Ok(response) => response,
-        Err(error) => {
-            eprintln!(
-                "Error: cannot reach the Admin API at {}: {error}; nothing was applied",
-                admin.base
-            );
-            return Err(Exit(1));
-        }
-    };
+    let response = response.map_err(|error| {
+        format!(
+            "cannot reach the Admin API at {}: {error}; nothing was applied",
+            admin.base
+        )
+    })?;
     let status = response.status();
     if !status.is_success() {
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        eprintln!(
-            "Error: sync refused ({status}): {}; nothing was applied",
+        return Err(format!(
+            "sync refused ({status}): {}; nothing was applied",
             message(&body)
-        );
-        return Err(Exit(1));
+        ));
     }
-    let applied: SyncResponse = match response.json().await {
-        Ok(applied) => applied,
-        Err(error) => {
-            eprintln!("Error: the sync was applied but its answer was unreadable: {error}");
-            return Err(Exit(1));
-        }
-    };
+    let applied: SyncResponse = response
+        .json()
+        .await
+        .map_err(|error| format!("the sync was applied but its answer was unreadable: {error}"))?;
     eprintln!(
         "applied in {:.2} s; config version is now {}",
         started.elapsed().as_secs_f64(),

@@ -53,6 +53,8 @@ enum Command {
         files: deck::FilesArgs,
         #[command(flatten)]
         admin: deck::AdminArgs,
+        #[command(flatten)]
+        plan: deck::PlanArgs,
         /// Exit 2 when there are changes (0 when none, 1 on error).
         #[arg(long)]
         non_zero_exit_code: bool,
@@ -63,6 +65,8 @@ enum Command {
         files: deck::FilesArgs,
         #[command(flatten)]
         admin: deck::AdminArgs,
+        #[command(flatten)]
+        plan: deck::PlanArgs,
     },
     /// Write the current config as a decK-format file.
     Dump {
@@ -129,9 +133,12 @@ fn main() -> anyhow::Result<()> {
             Command::Diff {
                 files,
                 admin,
+                plan,
                 non_zero_exit_code,
-            } => Ok(deck::diff_command(&files, &admin, non_zero_exit_code).await),
-            Command::Sync { files, admin } => Ok(deck::sync_command(&files, &admin).await),
+            } => Ok(deck::diff_command(&files, &admin, &plan, non_zero_exit_code).await),
+            Command::Sync { files, admin, plan } => {
+                Ok(deck::sync_command(&files, &admin, &plan).await)
+            }
             Command::Dump {
                 admin,
                 output,
