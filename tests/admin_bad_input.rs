@@ -19,13 +19,13 @@ fn refused(expected: StatusCode, response: (StatusCode, Value)) -> Value {
 }
 
 fn names_field(body: &Value, path: &str) {
-    let mut node = &body["fields"];
-    for segment in path.split('.') {
-        node = &node[segment];
-    }
+    let node = common::field_at(&body["fields"], path);
     assert!(!node.is_null(), "fields.{path} missing: {body}");
     assert!(
-        body["message"].as_str().unwrap().contains(path),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&common::kong_message_path(path)),
         "message names {path}: {body}"
     );
     assert_eq!(body["code"], 2, "{body}");

@@ -25,6 +25,11 @@ struct Case {
     body: Option<Value>,
     #[serde(default)]
     form: Option<Vec<(String, String)>>,
+    /// A body sent as written, with `content_type` (multipart, empty JSON, ...).
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
     status: u16,
     #[serde(default)]
     expect: BTreeMap<String, Value>,
@@ -69,6 +74,12 @@ async fn kong_admin_api_behaviours_from_the_case_file() {
         }
         if let Some(form) = &case.form {
             builder = builder.form(form);
+        }
+        if let Some(raw) = &case.raw {
+            builder = builder.body(raw.replace("\n", "\r\n"));
+        }
+        if let Some(content_type) = &case.content_type {
+            builder = builder.header("content-type", content_type);
         }
         let response = builder.send().await.unwrap();
         let status = response.status().as_u16();

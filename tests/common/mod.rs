@@ -315,10 +315,7 @@ impl Sluice {
         for (plugin, field, message) in cases {
             let (status, body) = self.post("/plugins", plugin.clone()).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{plugin}: {body}");
-            let mut at = &body["fields"];
-            for part in field.split('.') {
-                at = &at[part];
-            }
+            let at = field_at(&body["fields"], field);
             assert!(!at.is_null(), "{plugin} at {field}: {body}");
             assert!(at.to_string().contains(message), "{plugin}: {body}");
         }
@@ -464,4 +461,28 @@ fn encode(s: &str) -> String {
 
 pub fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The node at a dotted path in a Kong `fields` object: a numeric segment is an array
+/// position counted from 0 (Kong's `fields.paths` is `[null, "<error>"]`).
+pub fn field_at<'a>(fields: &'a Value, path: &str) -> &'a Value {
+    let mut node = fields;
+    for segment in path.split('.') {
+        node = match (segment.parse::<usize>(), node) {
+            (Ok(index), Value::Array(items)) => items.get(index).unwrap_or(&Value::Null),
+            _ => &node[segment],
+        };
+    }
+    node
+}
+
+/// A dotted field path as Kong's message writes it: array positions counted from 1.
+pub fn kong_message_path(path: &str) -> String {
+    path.split('.')
+        .map(|segment| match segment.parse::<usize>() {
+            Ok(index) => (index + 1).to_string(),
+            Err(_) => segment.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }

@@ -16,13 +16,23 @@ pub struct Input {
 }
 
 pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
-    let content_type = headers
+    if headers.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(ApiError::BadRequest(
+            "Multiple Content-Type headers not allowed".to_owned(),
+        ));
+    }
+    let raw_content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
+    let content_type = raw_content_type.to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
+    if blank && (mime == "application/json" || mime.ends_with("+json")) {
+        // Kong: a JSON request must carry a JSON object; nothing at all is not one.
+        return Err(ApiError::BadRequest("Cannot parse JSON body".to_owned()));
+    }
+    if blank {
         return Ok(Input {
             object: Map::new(),
             from_form: false,
@@ -38,7 +48,7 @@ pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
                 "the JSON body must be an object".to_owned(),
             )),
             Err(_) if mime.is_empty() => Err(ApiError::UnsupportedMediaType(
-                "missing Content-Type: send application/json or application/x-www-form-urlencoded"
+                "missing Content-Type: send application/json, application/x-www-form-urlencoded or multipart/form-data"
                     .to_owned(),
             )),
             Err(_) => Err(ApiError::BadRequest("Cannot parse JSON body".to_owned())),
@@ -50,8 +60,14 @@ pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
             from_form: true,
         });
     }
+    if mime == "multipart/form-data" {
+        return Ok(Input {
+            object: parse_multipart(raw_content_type, bytes)?,
+            from_form: true,
+        });
+    }
     Err(ApiError::UnsupportedMediaType(format!(
-        "Content-Type '{mime}' is not supported: send application/json or application/x-www-form-urlencoded"
+        "Content-Type '{mime}' is not supported: send application/json, application/x-www-form-urlencoded or multipart/form-data"
     )))
 }
 
@@ -65,8 +81,50 @@ pub const MAX_FORM_DEPTH: usize = 32;
 
 /// `a.b=1&c[]=x&c[]=y&d=1&d=2` → `{"a":{"b":"1"},"c":["x","y"],"d":["1","2"]}`.
 fn parse_form(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    form_pairs(form_urlencoded::parse(bytes))
+}
+
+/// A multipart body's parts, each a key (its `name`) and a text value (a file part's
+/// content), read with Kong's form key syntax.
+fn parse_multipart(content_type: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    use futures_util::FutureExt;
+    let bad = |error: multer::Error| ApiError::BadRequest(format!("invalid multipart body: {error}"));
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let body = bytes.to_vec();
+    let stream = futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(body))
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let read = async {
+        let mut pairs = Vec::new();
+        while let Some(field) = multipart.next_field().await? {
+            if pairs.len() == MAX_FORM_ARGS {
+                // One past the limit is enough to refuse; the rest is not read.
+                pairs.push((String::new(), String::new()));
+                break;
+            }
+            let name = field.name().unwrap_or_default().to_owned();
+            pairs.push((name, field.text().await?));
+        }
+        Ok::<_, multer::Error>(pairs)
+    };
+    // The whole body is in memory, so the parser never waits: one poll finishes it.
+    let pairs = read
+        .now_or_never()
+        .ok_or_else(|| ApiError::BadRequest("invalid multipart body".to_owned()))?
+        .map_err(bad)?;
+    form_pairs(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (std::borrow::Cow::Owned(k), std::borrow::Cow::Owned(v))),
+    )
+}
+
+fn form_pairs<'a>(
+    pairs: impl Iterator<Item = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+) -> Result<Map<String, Value>, ApiError> {
     let mut root = Map::new();
-    for (index, (key, value)) in form_urlencoded::parse(bytes).enumerate() {
+    for (index, (key, value)) in pairs.enumerate() {
         if index == MAX_FORM_ARGS {
             return Err(ApiError::BadRequest("Too many arguments".to_owned()));
         }
@@ -159,6 +217,16 @@ mod tests {
                 "headers": {"x-a": "1"}
             })
         );
+    }
+
+    #[test]
+    fn multipart_bodies_read_as_forms() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nbilling\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"tags[]\"\r\n\r\na\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"tags[]\"\r\n\r\nb\r\n--XyZ--\r\n";
+        let got = parse_multipart("multipart/form-data; boundary=XyZ", body.as_bytes()).unwrap();
+        assert_eq!(Value::Object(got), json!({"name": "billing", "tags": ["a", "b"]}));
+        assert!(parse_multipart("multipart/form-data", body.as_bytes()).is_err());
     }
 
     #[test]

@@ -382,13 +382,9 @@ fn scope_of(parent: EntityKind) -> (&'static str, &'static str) {
     }
 }
 
-async fn list_scoped<E: Stored>(
-    state: &AdminState,
-    params: &HashMap<String, String>,
-    scope: Option<(&'static str, Uuid)>,
-    base: &str,
-) -> Result<Json<Value>, ApiError> {
-    let size = match params.get("size") {
+/// `?size=`, as Kong reads it.
+pub(crate) fn page_size(params: &HashMap<String, String>) -> Result<u32, ApiError> {
+    Ok(match params.get("size") {
         None => DEFAULT_PAGE_SIZE,
         // Kong reads the size with Lua's tonumber, then checks it is a whole number in range.
         Some(size) => match size.trim().parse::<f64>() {
@@ -400,8 +396,12 @@ async fn list_scoped<E: Stored>(
                 ))
             }
         },
-    };
-    let tags = match params.get("tags").map(String::as_str) {
+    })
+}
+
+/// `?tags=`, as Kong reads it: `a,b` all of them, `a/b` any of them.
+pub(crate) fn tag_filter(params: &HashMap<String, String>) -> Result<TagFilter, ApiError> {
+    Ok(match params.get("tags").map(String::as_str) {
         None => TagFilter::None,
         // Kong 3.10 (kong/api/endpoints.lua): an empty filter is an invalid option.
         Some("") => {
@@ -434,7 +434,20 @@ async fn list_scoped<E: Stored>(
             TagFilter::Any(tags.split('/').map(str::to_owned).collect())
         }
         Some(tags) => TagFilter::All(tags.split(',').map(str::to_owned).collect()),
-    };
+    })
+}
+
+async fn list_scoped<E: Stored>(
+    state: &AdminState,
+    params: &HashMap<String, String>,
+    scope: Option<(&'static str, Uuid)>,
+    base: &str,
+) -> Result<Json<Value>, ApiError> {
+    let size = page_size(params)?;
+    let tags = tag_filter(params)?;
+    // Kong ignores a tag filter on a nested collection (`/services/{s}/routes?tags=`,
+    // Kong's #6779: the foreign-key query wins), though it still refuses a malformed one.
+    let tags = if scope.is_some() { TagFilter::None } else { tags };
     let query = ListQuery {
         size,
         offset: params.get("offset").cloned(),
@@ -597,7 +610,11 @@ async fn resolve_foreign_names(
         }
         let key_field = kind.endpoint_key();
         let Some(name) = reference.get(key_field).and_then(Value::as_str) else {
-            continue;
+            // Neither an id nor a name: nothing to look the reference up by (Kong's
+            // `missing primary key`, on the id).
+            let mut violation = sluice_model::SchemaViolation::default();
+            violation.field(&format!("{field}.id"), "missing primary key");
+            return Err(violation.into());
         };
         let id = match kind {
             EntityKind::Service => state.store().get::<Service>(name).await?.map(|e| e.id),
@@ -610,12 +627,12 @@ async fn resolve_foreign_names(
             _ => None,
         };
         let Some(id) = id else {
-            let mut violation = sluice_model::SchemaViolation::default();
-            violation.field(
-                &format!("{field}.{key_field}"),
-                format!("no {} named '{name}'", kind.singular()),
-            );
-            return Err(violation.into());
+            return Err(ApiError::ForeignKeyUnresolved {
+                field,
+                key: key_field,
+                value: name.to_owned(),
+                collection: kind.collection(),
+            });
         };
         object.insert(field.to_owned(), json!({ "id": id }));
     }

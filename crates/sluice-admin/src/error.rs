@@ -38,6 +38,27 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     OperationUnsupported(String),
+    /// Kong's `INVALID_UNIQUE` (code 10): a unique key in a path that is not a valid one.
+    #[error("{message}")]
+    InvalidUnique {
+        field: &'static str,
+        message: String,
+    },
+    /// Kong's `FOREIGN_KEYS_UNRESOLVED` (code 13): a foreign key given by name (`"service":
+    /// {"name": "billing"}`) that names nothing. One violation, on `<field>.<key>`.
+    #[error("foreign key unresolved ({field}.{key}: {})", unresolved_reason(.key, .value, .collection))]
+    ForeignKeyUnresolved {
+        field: &'static str,
+        key: &'static str,
+        value: String,
+        collection: &'static str,
+    },
+}
+
+fn unresolved_reason(key: &str, value: &str, collection: &str) -> String {
+    format!(
+        "the foreign key cannot be resolved with '{{{key}=\"{value}\"}}' for an existing '{collection}' entity"
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -74,6 +95,24 @@ impl IntoResponse for ApiError {
             ApiError::OperationUnsupported(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"code": 12, "name": "operation unsupported", "message": message}),
+            ),
+            ApiError::InvalidUnique { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                json!({"code": 10, "name": format!("invalid unique {field}"), "message": message}),
+            ),
+            ApiError::ForeignKeyUnresolved {
+                field,
+                key,
+                value,
+                collection,
+            } => (
+                StatusCode::BAD_REQUEST,
+                kong_error(
+                    13,
+                    "foreign keys unresolved",
+                    &message,
+                    json!({ field: { key: unresolved_reason(key, &value, collection) } }),
+                ),
             ),
         };
         (status, Json(body)).into_response()

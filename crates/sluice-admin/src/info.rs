@@ -1,7 +1,9 @@
 //! `GET /`, `GET /status` and the schema endpoints decK reads defaults from.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -73,15 +75,24 @@ pub async fn ai_targets(State(state): State<AdminState>) -> axum::response::Resp
 }
 
 /// `GET /status`: Kong's shape, with the store's reachability and config version.
-pub async fn status(State(state): State<AdminState>) -> Json<Value> {
+pub async fn status(
+    State(state): State<AdminState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let unit = memory_unit(&params)?;
     let reachable = state.store().ping().await;
     let counters = state.counters();
-    Json(json!({
-        "memory": {
-            "workers_lua_vms": [],
-            "lua_shared_dicts": {},
-            "resident_set_size_bytes": resident_set_size(),
-        },
+    let rss = resident_set_size();
+    let mut memory = json!({
+        "workers_lua_vms": [],
+        "lua_shared_dicts": {},
+        "resident_set_size_bytes": rss,
+    });
+    if let Some((unit, scale)) = unit {
+        memory["resident_set_size"] = bytes_to_text(rss, unit, scale);
+    }
+    Ok(Json(json!({
+        "memory": memory,
         "server": {
             "total_requests": counters.total(),
             "connections_active": counters.active(),
@@ -96,7 +107,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         // for the moment a change takes to compile, or for good when the proxy refused it.
         "configuration_version": state.store().version(),
         "proxy": state.proxy_status(),
-    }))
+    })))
 }
 
 /// `GET /schemas/{entity}`.
@@ -172,6 +183,16 @@ pub async fn validate_entity(
     Ok(Json(json!({"message": "schema validation successful"})))
 }
 
+/// `POST /schemas/plugins/validate`: a plugin entity checked against its plugin's schema,
+/// nothing written.
+pub async fn validate_plugin(
+    state: State<AdminState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    validate_entity(state, Path("plugins".to_owned()), headers, bytes).await
+}
+
 fn entity_kind(name: &str) -> Result<EntityKind, ApiError> {
     EntityKind::from_collection(name)
         .or_else(|| EntityKind::ALL.into_iter().find(|k| k.singular() == name))
@@ -184,4 +205,193 @@ fn resident_set_size() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
+}
+
+/// `GET /tags` and `GET /tags/{tag}`: every tag on every entity, a row per (entity, tag),
+/// paged like any collection (Kong's `tags` entity).
+pub async fn tags(
+    State(state): State<AdminState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    tag_page(&state, None, &params).await
+}
+
+pub async fn tag(
+    State(state): State<AdminState>,
+    Path(tag): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    // Kong validates the tag as it validates one on an entity (code 10, "invalid unique").
+    let bad = if tag.is_empty() {
+        Some("length must be at least 1".to_owned())
+    } else if tag.contains([',', '/']) || tag.chars().any(|c| c.is_control() || c == '\u{FFFD}')
+    {
+        Some(format!(
+            "invalid tag '{tag}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = bad {
+        return Err(ApiError::InvalidUnique {
+            field: "tag",
+            message,
+        });
+    }
+    tag_page(&state, Some(&tag), &params).await
+}
+
+async fn tag_page(
+    state: &AdminState,
+    tag: Option<&str>,
+    params: &HashMap<String, String>,
+) -> Result<Json<Value>, ApiError> {
+    let size = crate::entities::page_size(params)?;
+    let page = state
+        .store()
+        .tags(tag, size, params.get("offset").map(String::as_str))
+        .await?;
+    let mut out = Map::new();
+    out.insert("data".to_owned(), json!(page.data));
+    match page.offset {
+        Some(offset) => {
+            let base = match tag {
+                Some(tag) => format!(
+                    "/tags/{}",
+                    percent_encoding::utf8_percent_encode(tag, PATH_SEGMENT)
+                ),
+                None => "/tags".to_owned(),
+            };
+            let mut next = format!("{base}?offset={offset}");
+            if params.contains_key("size") {
+                next.push_str(&format!("&size={size}"));
+            }
+            out.insert("offset".to_owned(), json!(offset));
+            out.insert("next".to_owned(), json!(next));
+        }
+        None => {
+            out.insert("next".to_owned(), Value::Null);
+        }
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// What a path segment escapes in `next` links.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>');
+
+/// `GET /endpoints`: the Admin API's paths, as Kong lists them (`{collection}` for a key,
+/// sorted segment by segment).
+pub async fn endpoints() -> Json<Value> {
+    let mut paths: Vec<String> = [
+        "/",
+        "/status",
+        "/metrics",
+        "/endpoints",
+        "/tags",
+        "/tags/{tags}",
+        "/config",
+        "/clustering/status",
+        "/clustering/data-planes",
+        "/schemas/{db_entity_name}",
+        "/schemas/{db_entity_name}/validate",
+        "/schemas/plugins/{name}",
+        "/schemas/plugins/validate",
+        "/plugins/enabled",
+        "/plugins/schema/{name}",
+        "/routes/{routes}/service",
+        "/ai/targets",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    for kind in EntityKind::ALL {
+        let collection = kind.endpoint();
+        let key = kind.collection();
+        paths.push(format!("/{collection}"));
+        paths.push(format!("/{collection}/{{{key}}}"));
+    }
+    for (parent, children) in [
+        ("services", &["routes", "plugins"][..]),
+        ("routes", &["plugins"][..]),
+        ("consumers", &["plugins"][..]),
+    ] {
+        for child in children {
+            paths.push(format!("/{parent}/{{{parent}}}/{child}"));
+            paths.push(format!("/{parent}/{{{parent}}}/{child}/{{{child}}}"));
+        }
+    }
+    for kind in [EntityKind::KeyAuth, EntityKind::BasicAuth, EntityKind::Acl] {
+        let nested = kind.nested_endpoint();
+        let key = kind.collection();
+        paths.push(format!("/consumers/{{consumers}}/{nested}"));
+        paths.push(format!("/consumers/{{consumers}}/{nested}/{{{key}}}"));
+    }
+    // Kong compares with `/` as the lowest byte: `/a/z` before `/ab`.
+    paths.sort_by(|a, b| a.replace('/', "\0").cmp(&b.replace('/', "\0")));
+    paths.dedup();
+    Json(json!({ "data": paths }))
+}
+
+/// `GET /plugins/schema/{name}`: the legacy form (deprecated in Kong since 1.2): the plugin's
+/// `config` record alone, `{"fields": [...]}`.
+pub async fn legacy_plugin_schema(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let plugin = state
+        .schemas()
+        .plugin(&name)
+        .ok_or_else(|| ApiError::NotFoundMessage(format!("No plugin named '{name}'")))?;
+    let mut record = plugin.schema.to_kong();
+    record
+        .as_object_mut()
+        .map(|o| o.entry("entity_checks").or_insert(json!([])));
+    Ok(Json(record))
+}
+
+/// `?unit=` and `?scale=` of `GET /status`, as Kong reads them: memory figures as text in
+/// `b`, `k`, `m` (the default) or `g`, with `scale` decimals.
+fn memory_unit(params: &HashMap<String, String>) -> Result<Option<(char, usize)>, ApiError> {
+    if !params.contains_key("unit") && !params.contains_key("scale") {
+        return Ok(None);
+    }
+    let unit = match params.get("unit").map(|u| u.to_ascii_lowercase()) {
+        None => 'm',
+        Some(u) if u.is_empty() || u == "b" => 'b',
+        Some(u) if u == "k" || u == "m" || u == "g" => u.chars().next().unwrap_or('m'),
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid unit '{}' (expected 'k/K', 'm/M', or 'g/G')",
+                params["unit"]
+            )))
+        }
+    };
+    let scale = match params.get("scale").map(|s| s.trim().parse::<f64>()) {
+        None | Some(Err(_)) => 2,
+        Some(Ok(scale)) if scale < 0.0 => {
+            return Err(ApiError::BadRequest(
+                "scale must be equal or greater than 0".to_owned(),
+            ))
+        }
+        Some(Ok(scale)) => scale.min(16.0) as usize,
+    };
+    Ok(Some((unit, scale)))
+}
+
+fn bytes_to_text(bytes: u64, unit: char, scale: usize) -> Value {
+    let (divisor, suffix) = match unit {
+        'k' => (1024.0, "KiB"),
+        'm' => (1024.0 * 1024.0, "MiB"),
+        'g' => (1024.0 * 1024.0 * 1024.0, "GiB"),
+        _ => return Value::String(bytes.to_string()),
+    };
+    Value::String(format!("{:.*} {suffix}", scale, bytes as f64 / divisor))
 }

@@ -220,7 +220,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/status", get(info::status))
         .route("/metrics", get(info::metrics))
         .route("/ai/targets", get(info::ai_targets))
+        .route("/endpoints", get(info::endpoints))
+        .route("/tags", get(info::tags))
+        .route("/tags/{tag}", get(info::tag))
+        .route("/plugins/schema/{name}", get(info::legacy_plugin_schema))
+        .route("/clustering/status", get(clustering_status))
         .route("/schemas/plugins/{name}", get(info::plugin_schema))
+        .route("/schemas/plugins/validate", post(info::validate_plugin))
         .route("/schemas/{entity}", get(info::entity_schema))
         .route("/schemas/{entity}/validate", post(info::validate_entity))
         // services
@@ -464,14 +470,53 @@ fn credential_routes<C: sluice_store::Stored>() -> Router<AdminState> {
         )
 }
 
+/// Kong's answer on a node that is not a control plane, for the `/clustering` endpoints.
+const NOT_A_CONTROL_PLANE: &str =
+    "this endpoint is only available when Kong is configured to run as Control Plane for the cluster";
+
 /// `GET /clustering/data-planes`: Kong's list shape.
 async fn data_planes(
     State(state): State<AdminState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let list = state.inner.data_planes.as_ref().ok_or(ApiError::NotFound)?;
+    let list = state
+        .inner
+        .data_planes
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest(NOT_A_CONTROL_PLANE.to_owned()))?;
     Ok(axum::Json(
         serde_json::json!({ "data": list(), "next": null }),
     ))
+}
+
+/// `GET /clustering/status` (deprecated in Kong, still answered): the data planes keyed by
+/// id, each with `config_hash`, `hostname`, `ip` and `last_seen`.
+async fn clustering_status(State(state): State<AdminState>) -> Result<Response, ApiError> {
+    let list = state
+        .inner
+        .data_planes
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest(NOT_A_CONTROL_PLANE.to_owned()))?;
+    let mut by_id = serde_json::Map::new();
+    for plane in list().as_array().into_iter().flatten() {
+        let Some(id) = plane.get("id").and_then(serde_json::Value::as_str) else {
+            continue;
+        };
+        let field = |name: &str| plane.get(name).cloned().unwrap_or(serde_json::Value::Null);
+        by_id.insert(
+            id.to_owned(),
+            serde_json::json!({
+                "config_hash": field("config_hash"),
+                "hostname": field("hostname"),
+                "ip": field("ip"),
+                "last_seen": field("last_seen"),
+            }),
+        );
+    }
+    let mut response = axum::Json(serde_json::Value::Object(by_id)).into_response();
+    response
+        .headers_mut()
+        .insert("deprecation", HeaderValue::from_static("true"));
+    Ok(response)
 }
 
 /// Counts requests for `GET /status`.

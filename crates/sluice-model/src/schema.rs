@@ -253,7 +253,11 @@ fn coerce(schema: &Value, value: &mut Value) {
     let types = schema_types(schema);
     match value {
         Value::String(text) => {
-            let replacement = if types.contains(&"integer") {
+            let replacement = if types.contains(&"null") && text.is_empty() {
+                // `--data hosts=` clears a field, as in Kong (before an array would wrap
+                // the empty text).
+                Some(Value::Null)
+            } else if types.contains(&"integer") {
                 text.parse::<i64>().ok().map(Value::from)
             } else if types.contains(&"number") {
                 // Keep whole numbers integral so `5` renders as `5`, not `5.0`.
@@ -272,9 +276,6 @@ fn coerce(schema: &Value, value: &mut Value) {
                 let mut item = Value::String(std::mem::take(text));
                 coerce(&schema["items"], &mut item);
                 Some(Value::Array(vec![item]))
-            } else if types.contains(&"null") && text.is_empty() {
-                // `--data path=` clears a field, as in Kong.
-                Some(Value::Null)
             } else {
                 None
             };

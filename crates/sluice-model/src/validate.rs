@@ -233,6 +233,14 @@ fn expand_service_url(input: &mut Map<String, Value>, violation: &mut SchemaViol
         violation.field("url", "expected a string");
         return;
     };
+    if !url.contains("://") {
+        // Kong's url parser takes text without a scheme for a path: the answer names what
+        // is then missing or wrong (`host: required field missing; path: should start with:
+        // /`), not the url.
+        input.remove("host");
+        input.insert("path".into(), Value::from(url));
+        return;
+    }
     match parse_url(url) {
         Ok(parts) => {
             input.insert("protocol".into(), Value::from(parts.scheme));

@@ -58,7 +58,7 @@ impl SchemaViolation {
         parts.extend(
             self.fields
                 .iter()
-                .map(|(path, message)| format!("{}: {}", path.join("."), message)),
+                .map(|(path, message)| format!("{}: {}", kong_path(path), message)),
         );
         match parts.len() {
             1 => format!("schema violation ({})", parts[0]),
@@ -82,24 +82,61 @@ impl SchemaViolation {
     }
 }
 
-/// Puts `message` at `path` inside `node`, creating records on the way. If a parent already
-/// carries its own error, that one is kept.
+/// A field path as Kong's message writes it: array positions counted from 1 (Lua's), so
+/// the second of `paths` is `paths.2`. Paths are stored counted from 0, as JSON counts.
+fn kong_path(path: &[String]) -> String {
+    let segments: Vec<String> = path
+        .iter()
+        .map(|segment| match segment.parse::<usize>() {
+            Ok(index) => (index + 1).to_string(),
+            Err(_) => segment.clone(),
+        })
+        .collect();
+    segments.join(".")
+}
+
+/// Puts `message` at `path` inside `node`, creating records on the way. A numeric segment
+/// is an array position: Kong answers `"paths": [null, "<error>"]`, null at the good
+/// elements. If a parent already carries its own error, that one is kept.
 fn insert_nested(node: &mut Map<String, Value>, path: &[String], message: &str) {
-    let Some((last, parents)) = path.split_last() else {
+    let Some((first, rest)) = path.split_first() else {
         return;
     };
-    let mut node = node;
-    for segment in parents {
-        let entry = node
-            .entry(segment.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        match entry {
-            Value::Object(child) => node = child,
-            _ => return,
+    let entry = node.entry(first.clone()).or_insert(Value::Null);
+    insert_at(entry, rest, message);
+}
+
+/// Bounds the array built for an element error: an index beyond this (only a hostile input
+/// has one) is reported under its number as a record key instead.
+const MAX_ERROR_ARRAY: usize = 1_024;
+
+fn insert_at(slot: &mut Value, path: &[String], message: &str) {
+    let Some((first, rest)) = path.split_first() else {
+        if slot.is_null() {
+            *slot = Value::String(message.to_owned());
+        }
+        return;
+    };
+    match first.parse::<usize>() {
+        Ok(index) if index < MAX_ERROR_ARRAY && (slot.is_null() || slot.is_array()) => {
+            if slot.is_null() {
+                *slot = Value::Array(Vec::new());
+            }
+            let Value::Array(items) = slot else { return };
+            if items.len() <= index {
+                items.resize(index + 1, Value::Null);
+            }
+            insert_at(&mut items[index], rest, message);
+        }
+        _ => {
+            if slot.is_null() {
+                *slot = Value::Object(Map::new());
+            }
+            if let Value::Object(child) = slot {
+                insert_nested(child, path, message);
+            }
         }
     }
-    node.entry(last.clone())
-        .or_insert_with(|| Value::String(message.to_owned()));
 }
 
 impl fmt::Display for SchemaViolation {
@@ -109,3 +146,35 @@ impl fmt::Display for SchemaViolation {
 }
 
 impl std::error::Error for SchemaViolation {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn array_element_errors_are_kong_shaped() {
+        let mut violation = SchemaViolation::default();
+        violation.field("paths.1", "should start with: / (fixed path) or ~/ (regex path)");
+        violation.field("config.targets.0.model.name", "required field missing");
+        assert_eq!(
+            violation.message(),
+            "2 schema violations (config.targets.1.model.name: required field missing; \
+             paths.2: should start with: / (fixed path) or ~/ (regex path))"
+        );
+        assert_eq!(
+            violation.fields_json(),
+            json!({
+                "paths": [null, "should start with: / (fixed path) or ~/ (regex path)"],
+                "config": {"targets": [{"model": {"name": "required field missing"}}]}
+            })
+        );
+    }
+
+    #[test]
+    fn a_huge_index_is_not_an_array() {
+        let mut violation = SchemaViolation::default();
+        violation.field("tags.999999", "bad");
+        assert_eq!(violation.fields_json(), json!({"tags": {"999999": "bad"}}));
+    }
+}

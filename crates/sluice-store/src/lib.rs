@@ -52,5 +52,13 @@ pub struct Page<E> {
     pub offset: Option<String>,
 }
 
+/// One tag on one entity, as Kong's `/tags` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TagRow {
+    pub entity_id: String,
+    pub entity_name: &'static str,
+    pub tag: String,
+}
+
 #[cfg(test)]
 mod tests;

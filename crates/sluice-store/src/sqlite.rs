@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::rows::Stored;
-use crate::{ListQuery, Page, Snapshot, StoreError, TagFilter};
+use crate::{ListQuery, Page, Snapshot, StoreError, TagFilter, TagRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -202,6 +202,80 @@ impl Store {
             data.last().map(|e| encode_offset(&e.id().to_string()))
         } else {
             None
+        };
+        Ok(Page { data, offset })
+    }
+
+    /// One page of every tag on every entity (or of one tag), ordered as Kong on PostgreSQL
+    /// orders `/tags`: by entity id, then by the tag's position on the entity.
+    pub async fn tags(
+        &self,
+        tag: Option<&str>,
+        size: u32,
+        offset: Option<&str>,
+    ) -> Result<Page<TagRow>, StoreError> {
+        const TABLES: [(&str, &str); 7] = [
+            ("services", "services"),
+            ("routes", "routes"),
+            ("consumers", "consumers"),
+            ("plugins", "plugins"),
+            ("keyauth_credentials", "keyauth_credentials"),
+            ("basicauth_credentials", "basicauth_credentials"),
+            ("acls", "acls"),
+        ];
+        let after = match offset {
+            Some(offset) => Some(decode_tag_offset(offset)?),
+            None => None,
+        };
+        let mut sql: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT entity_id, entity_name, tag, ord FROM (");
+        for (index, (table, name)) in TABLES.iter().enumerate() {
+            if index > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push(format_args!(
+                "SELECT t.id AS entity_id, '{name}' AS entity_name, j.value AS tag, \
+                 j.key AS ord FROM {table} t, json_each(t.tags) j"
+            ));
+        }
+        sql.push(") WHERE 1 = 1");
+        if let Some(tag) = tag {
+            sql.push(" AND tag = ").push_bind(tag.to_owned());
+        }
+        if let Some((id, ord)) = after {
+            sql.push(" AND (entity_id > ")
+                .push_bind(id.clone())
+                .push(" OR (entity_id = ")
+                .push_bind(id)
+                .push(" AND ord > ")
+                .push_bind(ord)
+                .push("))");
+        }
+        sql.push(" ORDER BY entity_id, ord LIMIT ")
+            .push_bind(i64::from(size) + 1);
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        let mut data = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in rows.iter().take(size as usize) {
+            let entity_id: String = row.try_get("entity_id")?;
+            let name: String = row.try_get("entity_name")?;
+            let ord: i64 = row.try_get("ord")?;
+            let entity_name = TABLES
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map_or("unknown", |(_, n)| n);
+            last = Some((entity_id.clone(), ord));
+            data.push(TagRow {
+                entity_id,
+                entity_name,
+                tag: row.try_get("tag")?,
+            });
+        }
+        let offset = match last {
+            Some((id, ord)) if rows.len() > size as usize => {
+                Some(URL_SAFE_NO_PAD.encode(format!("{id}|{ord}")))
+            }
+            _ => None,
         };
         Ok(Page { data, offset })
     }
@@ -609,6 +683,20 @@ fn push_tag_filter(sql: &mut QueryBuilder<Sqlite>, tags: &TagFilter) {
 
 fn encode_offset(id: &str) -> String {
     URL_SAFE_NO_PAD.encode(id)
+}
+
+/// A `/tags` offset: the last row's entity id and tag position.
+fn decode_tag_offset(offset: &str) -> Result<(String, i64), StoreError> {
+    URL_SAFE_NO_PAD
+        .decode(offset)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (id, ord) = text.split_once('|')?;
+            Uuid::parse_str(id).ok()?;
+            Some((id.to_owned(), ord.parse().ok()?))
+        })
+        .ok_or_else(|| StoreError::InvalidOffset(offset.to_owned()))
 }
 
 fn decode_offset(offset: &str) -> Result<String, StoreError> {

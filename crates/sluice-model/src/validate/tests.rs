@@ -73,7 +73,7 @@ fn services() {
         json!({"url": "example.com"}),
         Some("schema violation (url: missing scheme in url 'example.com')"),
     );
-    check(S, json!({"host": "x", "tags": ["a,b"]}), Some("schema violation (tags.0: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences)"));
+    check(S, json!({"host": "x", "tags": ["a,b"]}), Some("schema violation (tags.1: invalid tag 'a,b': expected printable ascii (except `,` and `/`) or valid utf-8 sequences)"));
     check(S, json!({"name": "ünïcode-ok", "host": "x"}), None);
     check(S, json!({"host": "x", "retries": -1, "read_timeout": 0}), Some("2 schema violations (read_timeout: value should be between 1 and 2147483646; retries: value should be between 0 and 32767)"));
 }
@@ -103,18 +103,18 @@ fn routes() {
     use EntityKind::Route as R;
     check(R, json!({"paths": ["/a"]}), None);
     check(R, json!({"paths": ["~/users/(?<id>\\d+)$"]}), None);
-    check(R, json!({"paths": ["~/broken("]}), Some("schema violation (paths.0: invalid regex: '/broken(' (regex parse error:\n    /broken(\n           ^\nerror: unclosed group))"));
+    check(R, json!({"paths": ["~/broken("]}), Some("schema violation (paths.1: invalid regex: '/broken(' (regex parse error:\n    /broken(\n           ^\nerror: unclosed group))"));
     check(R, json!({"hosts": ["*.example.com", "example.*"]}), None);
     check(
         R,
         json!({"hosts": ["*.*.com"]}),
-        Some("schema violation (hosts.0: invalid wildcard: must have at most one wildcard)"),
+        Some("schema violation (hosts.1: invalid wildcard: must have at most one wildcard)"),
     );
-    check(R, json!({"hosts": ["a.*.com"]}), Some("schema violation (hosts.0: invalid wildcard: must be placed at leftmost or rightmost label)"));
+    check(R, json!({"hosts": ["a.*.com"]}), Some("schema violation (hosts.1: invalid wildcard: must be placed at leftmost or rightmost label)"));
     check(
         R,
         json!({"methods": ["get"]}),
-        Some("schema violation (methods.0: invalid value: get)"),
+        Some("schema violation (methods.1: invalid value: get)"),
     );
     check(R, json!({"headers": {"host": ["a"]}}), Some("schema violation (headers: cannot contain 'host' header, which must be specified in the 'hosts' attribute)"));
     check(R, json!({"protocols": ["http"], "snis": ["a.com"], "paths": ["/"]}), Some("schema violation (snis: 'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough')"));
