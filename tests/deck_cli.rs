@@ -599,3 +599,46 @@ async fn json_output_and_skip_consumers_as_decks() {
     assert_eq!(report["summary"]["total"], 0, "{report}");
     assert_eq!(node.count("consumers").await, 2, "ops-made is still there");
 }
+
+/// A Kong 3.6+ dump carries rate-limiting's deprecated `redis_*` shorthands beside the
+/// `redis` record: it syncs, and diffs clean afterwards.
+#[tokio::test]
+async fn kong_dumps_with_redis_shorthands_sync_and_diff_clean() {
+    let node = Sluice::start().await;
+    let file = write(
+        &node.dir,
+        "kong.yaml",
+        r#"_format_version: "3.0"
+plugins:
+- name: rate-limiting
+  config:
+    minute: 5
+    policy: redis
+    redis:
+      host: redis.internal
+      port: 6380
+      timeout: 2000
+    redis_host: redis.internal
+    redis_port: 6380
+    redis_timeout: 2000
+    redis_database: 3
+    redis_password: null
+"#,
+    );
+    let out = run(Some(&node), &["sync", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, plugins) = node.get("/plugins").await;
+    let config = &plugins["data"][0]["config"];
+    assert_eq!(config["redis"]["database"], 3, "{config}");
+    assert_eq!(config["redis"]["port"], 6380);
+    // Kong's responses show both forms.
+    assert_eq!(config["redis_database"], 3);
+    assert_eq!(config["redis_host"], "redis.internal");
+    let out = run(Some(&node), &["diff", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Created: 0\n  Updated: 0\n  Deleted: 0"),
+        "{}",
+        stdout(&out)
+    );
+}

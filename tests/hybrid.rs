@@ -159,6 +159,15 @@ async fn data_planes_follow_the_control_plane_and_survive_without_it() {
             })
     })
     .await;
+    // Kong's older form of the same list: the data planes keyed by id.
+    let (_, listed) = cp.get("/clustering/data-planes").await;
+    let (answered, by_id) = cp.get("/clustering/status").await;
+    assert_eq!(answered, reqwest::StatusCode::OK);
+    for plane in listed["data"].as_array().unwrap() {
+        let id = plane["id"].as_str().unwrap();
+        assert_eq!(by_id[id]["hostname"], plane["hostname"], "{by_id}");
+        assert_eq!(by_id[id]["ip"], "127.0.0.1", "{by_id}");
+    }
 
     // The status listener's /metrics: connected, serving the synced version.
     let metrics = dp_metrics(&dp1).await;

@@ -651,7 +651,16 @@ fn merge(current: &mut Map<String, Value>, update: Map<String, Value>) {
 }
 
 fn render<E: Entity>(entity: &E) -> Value {
-    serde_json::to_value(entity).unwrap_or(Value::Null)
+    let mut value = serde_json::to_value(entity).unwrap_or(Value::Null);
+    if E::KIND == EntityKind::Plugin {
+        // Kong 3.6+ answers with each deprecated shorthand beside its new field.
+        if let Some(name) = value["name"].as_str().map(str::to_owned) {
+            if let Some(config) = value.get_mut("config") {
+                sluice_model::shorthands::show(&name, config);
+            }
+        }
+    }
+    value
 }
 
 fn now() -> i64 {

@@ -20,6 +20,7 @@ pub mod declarative;
 pub mod diff;
 pub mod entity;
 pub mod plugins;
+pub mod shorthands;
 pub mod relations;
 pub mod schema;
 pub mod validate;

@@ -199,9 +199,14 @@ impl Schemas {
         if !config.is_object() {
             return; // the entity schema already reported it
         }
+        let mut shorthand_violation = SchemaViolation::default();
+        crate::shorthands::translate(&name, config, &mut shorthand_violation);
         plugin.schema.fill_defaults(config);
         dedupe_sets(&plugin.schema.raw, config);
         let mut config_violation = plugin.schema.validate(config);
+        for message in shorthand_violation.entity {
+            config_violation.entity(message);
+        }
         if config_violation.is_empty() {
             crate::plugins::check(&name, config, &mut config_violation);
         }
