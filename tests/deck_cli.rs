@@ -642,3 +642,75 @@ plugins:
         stdout(&out)
     );
 }
+
+/// `sluice file render`, as decK's: variables mocked unless `--populate-env-vars`, YAML or
+/// JSON, to stdout or `-o`; the result is what a sync would apply.
+#[test]
+fn file_render_mocks_or_populates_the_environment() {
+    let dir = tempfile_dir();
+    let file = write(
+        &dir,
+        "kong.yaml",
+        r#"_format_version: "3.0"
+services:
+- name: svc1
+  host: ${{ env "DECK_MOCKBIN_HOST" }}
+  write_timeout: ${{ env "DECK_WRITE_TIMEOUT" | toInt }}
+  enabled: ${{ env "DECK_ENABLED" | toBool }}
+"#,
+    );
+    // Mocked: a variable reads as its name, toInt as 42, toBool as false; none need be set.
+    let out = run(None, &["file", "render", &file], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered: serde_yaml::Value = serde_yaml::from_str(&stdout(&out)).unwrap();
+    assert_eq!(rendered["_format_version"], "3.0");
+    let service = &rendered["services"][0];
+    assert_eq!(service["host"], "DECK_MOCKBIN_HOST", "{}", stdout(&out));
+    assert_eq!(service["write_timeout"], 42);
+    assert_eq!(service["enabled"], false);
+    // Sluice fills what a sync would store.
+    assert_eq!(service["protocol"], "http");
+
+    let env = [
+        ("DECK_MOCKBIN_HOST", "mockbin.internal"),
+        ("DECK_WRITE_TIMEOUT", "5000"),
+        ("DECK_ENABLED", "true"),
+    ];
+    let out_file = dir.join("rendered.json").display().to_string();
+    let out = run(
+        None,
+        &[
+            "file",
+            "render",
+            &file,
+            "--populate-env-vars",
+            "--format",
+            "json",
+            "-o",
+            &out_file,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    let rendered: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(rendered["services"][0]["host"], "mockbin.internal");
+    assert_eq!(rendered["services"][0]["write_timeout"], 5000);
+    assert_eq!(rendered["services"][0]["enabled"], true);
+
+    // A variable that is not set, with --populate-env-vars: decK's error, exit 1.
+    let out = run(None, &["file", "render", &file, "--populate-env-vars"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("environment variable 'DECK_MOCKBIN_HOST' present in state file but not set"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-render-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

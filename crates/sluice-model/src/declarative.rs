@@ -137,7 +137,13 @@ pub fn parse(
     files: &[SourceFile],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Content, Vec<DeclarativeError>> {
-    reader::read(files, env)
+    reader::read(files, template::EnvSource::Vars(env))
+}
+
+/// [`parse`] with decK's mocked environment (`deck file render` by default): a variable
+/// reads as its own name, `toBool` as `false`, `toInt` and `toFloat` as `42`.
+pub fn parse_mocked(files: &[SourceFile]) -> Result<Content, Vec<DeclarativeError>> {
+    reader::read(files, template::EnvSource::Mock)
 }
 
 /// Validates every entity with [`Schemas::build`] and resolves references. An entity without

@@ -49,6 +49,22 @@ pub struct PlanArgs {
     json_output: bool,
 }
 
+/// `sluice file render`'s arguments, as decK's.
+#[derive(Args)]
+pub struct RenderArgs {
+    /// decK-format files, merged; standard input when none is given or for `-`.
+    files: Vec<PathBuf>,
+    /// Where to write; `-` (the default) is standard output.
+    #[arg(short = 'o', long = "output-file", default_value = "-")]
+    output: String,
+    /// `yaml` or `json` (decK reads DECK_FORMAT when the flag is absent).
+    #[arg(long, env = "DECK_FORMAT", default_value = "yaml", value_parser = ["yaml", "json"])]
+    format: String,
+    /// Substitute the real DECK_ variables instead of decK's mock values.
+    #[arg(long)]
+    populate_env_vars: bool,
+}
+
 /// Why a command failed, already printed; the process exits with this code.
 pub struct Exit(pub i32);
 
@@ -89,6 +105,75 @@ fn load(files: &FilesArgs, schemas: &Schemas) -> Result<(Content, Entities), Exi
     }
     let entities = declarative::resolve(&content, schemas, now()).map_err(report)?;
     Ok((content, entities))
+}
+
+/// `sluice file render`: the files as they will be applied.
+pub fn render(args: &RenderArgs) -> Result<(), Exit> {
+    let fail = |message: String| {
+        eprintln!("Error: {message}");
+        Exit(1)
+    };
+    let schemas = crate::plugins::schemas(Arc::new(crate::plugins::offline_registry()))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut sources = Vec::new();
+    let stdin = args.files.is_empty() || args.files.iter().any(|p| p.as_os_str() == "-");
+    if stdin {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| fail(format!("reading standard input: {e}")))?;
+        sources.push(SourceFile {
+            name: "-".to_owned(),
+            text,
+        });
+    }
+    for path in args.files.iter().filter(|p| p.as_os_str() != "-") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+        sources.push(SourceFile {
+            name: path.display().to_string(),
+            text,
+        });
+    }
+    let report = |errors: Vec<declarative::DeclarativeError>| {
+        eprintln!("Error: {} problem(s) found:", errors.len());
+        for error in errors {
+            eprintln!("  {error}");
+        }
+        Exit(1)
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let content = if args.populate_env_vars {
+        declarative::parse(&sources, &env)
+    } else {
+        declarative::parse_mocked(&sources)
+    }
+    .map_err(report)?;
+    let entities = declarative::resolve(&content, &schemas, now()).map_err(report)?;
+    let mut text = declarative::render(&entities, &content.select_tags);
+    if args.format == "json" {
+        let value: serde_json::Value =
+            serde_yaml::from_str(&text).map_err(|e| fail(format!("rendering JSON: {e}")))?;
+        text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        text.push('\n');
+    }
+    if args.output == "-" {
+        print!("{text}");
+    } else {
+        write_private(&args.output, &text).map_err(|e| fail(format!("writing {}: {e}", args.output)))?;
+    }
+    Ok(())
+}
+
+/// A rendered file can carry secrets (credentials, substituted variables): owner-only.
+fn write_private(path: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 pub fn validate(files: &FilesArgs) -> Result<(), Exit> {
@@ -368,7 +453,8 @@ pub async fn dump(
     }
     let text = declarative::render(&entities, select_tags);
     match output {
-        Some(path) => std::fs::write(path, text).map_err(|e| {
+        // A dump carries credentials: owner-only, as Sluice stores every secret.
+        Some(path) => write_private(&path.display().to_string(), &text).map_err(|e| {
             eprintln!("Error: writing {}: {e}", path.display());
             Exit(1)
         }),

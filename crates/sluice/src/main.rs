@@ -88,11 +88,23 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// decK's file commands.
+    File {
+        #[command(subcommand)]
+        action: FileAction,
+    },
     /// Manage the database schema.
     Migrations {
         #[command(subcommand)]
         action: MigrationsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum FileAction {
+    /// Print the files as they will be applied: merged, environment substituted (mocked
+    /// unless --populate-env-vars), validated, with defaults, in decK's format.
+    Render(deck::RenderArgs),
 }
 
 #[derive(Subcommand)]
@@ -145,6 +157,9 @@ fn main() -> anyhow::Result<()> {
                 select_tags,
             } => Ok(deck::dump(&admin, output.as_ref(), &select_tags).await),
             Command::Ping { admin } => Ok(deck::ping(&admin).await),
+            Command::File {
+                action: FileAction::Render(args),
+            } => Ok(deck::render(&args)),
             Command::Cluster {
                 action: ClusterAction::GenCert { cert, key },
             } => {

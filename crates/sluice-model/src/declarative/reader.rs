@@ -77,7 +77,7 @@ struct FileReader<'a> {
 
 pub(super) fn read(
     files: &[SourceFile],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: template::EnvSource<'_>,
 ) -> Result<Content, Vec<DeclarativeError>> {
     let Some(first) = files.first() else {
         return Err(vec![DeclarativeError {
@@ -103,7 +103,7 @@ pub(super) fn read(
 
 fn read_file(
     file: &SourceFile,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: template::EnvSource<'_>,
     merged: &mut Merged,
     errors: &mut Vec<DeclarativeError>,
 ) {

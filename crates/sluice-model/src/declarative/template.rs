@@ -27,11 +27,18 @@ enum Token {
     Pipe,
 }
 
+/// Where `env "DECK_NAME"` reads from.
+#[derive(Clone, Copy)]
+pub enum EnvSource<'a> {
+    /// The variables as set.
+    Vars(&'a dyn Fn(&str) -> Option<String>),
+    /// decK's mock (`deck file render` without `--populate-env-vars`): a variable reads as
+    /// its own name, `toBool` as `false`, `toInt` and `toFloat` as `42`.
+    Mock,
+}
+
 /// Replaces every action in `text`. Every failing action is reported, not only the first.
-pub(super) fn substitute(
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> (String, Vec<TemplateError>) {
+pub(super) fn substitute(text: &str, env: EnvSource<'_>) -> (String, Vec<TemplateError>) {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     let mut rest = text;
@@ -101,7 +108,7 @@ fn error_at(text: &str, at: usize, message: String) -> TemplateError {
 }
 
 /// Evaluates one action: `env "NAME"` and then each piped function, left to right.
-fn evaluate(action: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn evaluate(action: &str, env: EnvSource<'_>) -> Result<String, String> {
     let unsupported = || {
         format!(
             "unsupported template action '{}': Sluice supports env \"DECK_NAME\", optionally piped to toBool, toInt, toFloat or indent N",
@@ -116,8 +123,17 @@ fn evaluate(action: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         }
         _ => return Err(unsupported()),
     };
+    let mocked = matches!(env, EnvSource::Mock);
     for stage in stages {
         value = match stage {
+            [Token::Word(function)] if mocked && function.as_str() == "toBool" => {
+                "false".to_owned()
+            }
+            [Token::Word(function)]
+                if mocked && matches!(function.as_str(), "toInt" | "toFloat") =>
+            {
+                "42".to_owned()
+            }
             [Token::Word(function)] if function.as_str() == "toBool" => to_bool(&value)?,
             [Token::Word(function)] if function.as_str() == "toInt" => value
                 .parse::<i64>()
@@ -137,13 +153,17 @@ fn evaluate(action: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
     Ok(value)
 }
 
-fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn lookup(name: &str, env: EnvSource<'_>) -> Result<String, String> {
     if !name.starts_with(PREFIX) {
         return Err(format!(
             "environment variables in the state file must be prefixed with '{PREFIX}', found: '{name}'"
         ));
     }
-    env(name)
+    let vars = match env {
+        EnvSource::Vars(vars) => vars,
+        EnvSource::Mock => return Ok(name.to_owned()),
+    };
+    vars(name)
         .ok_or_else(|| format!("environment variable '{name}' present in state file but not set"))
 }
 
