@@ -116,7 +116,58 @@ pub async fn entity_schema(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = entity_kind(&name)?;
-    Ok(Json(state.schemas().entity(kind).to_kong()))
+    let mut schema = state.schemas().entity(kind).to_kong();
+    schema["entity_checks"] = entity_checks(kind);
+    Ok(Json(schema))
+}
+
+/// Kong 3.x's `entity_checks` of each entity as `GET /schemas/{entity}` lists them (functions
+/// left out, as Kong leaves them out): tools such as Kong Manager read the conditionals.
+fn entity_checks(kind: EntityKind) -> Value {
+    let null_unless = |protocols: &[&str], field: &str| {
+        json!({"conditional": {
+            "if_field": "protocol",
+            "if_match": {"not_one_of": protocols},
+            "then_field": field,
+            "then_match": {"eq": null},
+        }})
+    };
+    match kind {
+        // kong/db/schema/entities/services.lua
+        EntityKind::Service => json!([
+            {"conditional": {
+                "if_field": "protocol",
+                "if_match": {"one_of": ["tcp", "tls", "udp", "grpc", "grpcs"]},
+                "then_field": "path",
+                "then_match": {"eq": null},
+            }},
+            null_unless(&["https", "tls"], "client_certificate"),
+            null_unless(&["https", "tls"], "tls_verify"),
+            null_unless(&["https", "tls"], "tls_verify_depth"),
+            null_unless(&["https", "tls"], "ca_certificates"),
+        ]),
+        // kong/db/schema/entities/routes.lua (router_flavor traditional_compatible)
+        EntityKind::Route => json!([
+            {"conditional": {
+                "if_field": "protocols",
+                "if_match": {"elements": {"type": "string",
+                             "not_one_of": ["grpcs", "https", "tls", "tls_passthrough"]}},
+                "then_field": "snis",
+                "then_match": {"len_eq": 0},
+                "then_err": "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+            }},
+            {"custom_entity_check": {"field_sources": ["path_handling"]}},
+            {"custom_entity_check": {
+                "field_sources": ["id", "protocols", "snis", "sources", "destinations",
+                                  "methods", "hosts", "paths", "headers", "expression",
+                                  "regex_priority", "priority"],
+                "run_with_missing_fields": true,
+            }},
+        ]),
+        // kong/db/schema/entities/consumers.lua
+        EntityKind::Consumer => json!([{"at_least_one_of": ["custom_id", "username"]}]),
+        _ => json!([]),
+    }
 }
 
 /// `GET /schemas/plugins/{name}`: the plugin entity's fields with `config` expanded.
