@@ -181,10 +181,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     // Kong reads text without a scheme as a path, and says what that leaves wrong.
     names_field(&body, "host");
     names_field(&body, "path");
-    let body = refused(
-        bad,
-        kong.post("/services", json!({"url": "http://"})).await,
-    );
+    let body = refused(bad, kong.post("/services", json!({"url": "http://"})).await);
     names_field(&body, "url");
     // Consumer without username or custom_id.
     let body = refused(bad, kong.post("/consumers", json!({"tags": ["x"]})).await);

@@ -703,7 +703,8 @@ services:
     let out = run(None, &["file", "render", &file, "--populate-env-vars"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("environment variable 'DECK_MOCKBIN_HOST' present in state file but not set"),
+        stderr(&out)
+            .contains("environment variable 'DECK_MOCKBIN_HOST' present in state file but not set"),
         "{}",
         stderr(&out)
     );

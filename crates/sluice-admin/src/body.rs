@@ -16,7 +16,12 @@ pub struct Input {
 }
 
 pub fn parse(headers: &HeaderMap, bytes: &[u8]) -> Result<Input, ApiError> {
-    if headers.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+    if headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
         return Err(ApiError::BadRequest(
             "Multiple Content-Type headers not allowed".to_owned(),
         ));
@@ -88,7 +93,8 @@ fn parse_form(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// content), read with Kong's form key syntax.
 fn parse_multipart(content_type: &str, bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     use futures_util::FutureExt;
-    let bad = |error: multer::Error| ApiError::BadRequest(format!("invalid multipart body: {error}"));
+    let bad =
+        |error: multer::Error| ApiError::BadRequest(format!("invalid multipart body: {error}"));
     let boundary = multer::parse_boundary(content_type).map_err(bad)?;
     let body = bytes.to_vec();
     let stream = futures_util::stream::once(async move {
@@ -225,7 +231,10 @@ mod tests {
                     --XyZ\r\nContent-Disposition: form-data; name=\"tags[]\"\r\n\r\na\r\n\
                     --XyZ\r\nContent-Disposition: form-data; name=\"tags[]\"\r\n\r\nb\r\n--XyZ--\r\n";
         let got = parse_multipart("multipart/form-data; boundary=XyZ", body.as_bytes()).unwrap();
-        assert_eq!(Value::Object(got), json!({"name": "billing", "tags": ["a", "b"]}));
+        assert_eq!(
+            Value::Object(got),
+            json!({"name": "billing", "tags": ["a", "b"]})
+        );
         assert!(parse_multipart("multipart/form-data", body.as_bytes()).is_err());
     }
 

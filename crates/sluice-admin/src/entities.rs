@@ -447,7 +447,11 @@ async fn list_scoped<E: Stored>(
     let tags = tag_filter(params)?;
     // Kong ignores a tag filter on a nested collection (`/services/{s}/routes?tags=`,
     // Kong's #6779: the foreign-key query wins), though it still refuses a malformed one.
-    let tags = if scope.is_some() { TagFilter::None } else { tags };
+    let tags = if scope.is_some() {
+        TagFilter::None
+    } else {
+        tags
+    };
     let query = ListQuery {
         size,
         offset: params.get("offset").cloned(),

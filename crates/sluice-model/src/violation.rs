@@ -155,7 +155,10 @@ mod tests {
     #[test]
     fn array_element_errors_are_kong_shaped() {
         let mut violation = SchemaViolation::default();
-        violation.field("paths.1", "should start with: / (fixed path) or ~/ (regex path)");
+        violation.field(
+            "paths.1",
+            "should start with: / (fixed path) or ~/ (regex path)",
+        );
         violation.field("config.targets.0.model.name", "required field missing");
         assert_eq!(
             violation.message(),

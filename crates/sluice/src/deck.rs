@@ -159,7 +159,8 @@ pub fn render(args: &RenderArgs) -> Result<(), Exit> {
     if args.output == "-" {
         print!("{text}");
     } else {
-        write_private(&args.output, &text).map_err(|e| fail(format!("writing {}: {e}", args.output)))?;
+        write_private(&args.output, &text)
+            .map_err(|e| fail(format!("writing {}: {e}", args.output)))?;
     }
     Ok(())
 }
