@@ -339,7 +339,7 @@ async fn realtime_and_websocket_misconfigurations_are_refused_naming_the_field()
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let message = body["fields"]["config"]["targets"]["0"]["route_type"]
+    let message = body["fields"]["config"]["targets"][0]["route_type"]
         .as_str()
         .unwrap_or_else(|| panic!("{body}"));
     assert!(message.contains("needs a WebSocket route"), "{message}");
